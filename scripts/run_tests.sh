@@ -7,8 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 args=()
 if [ "${CI:-}" = "true" ] || [ "${OEC_SLOW:-}" = "1" ]; then
-  # The slow tests include the main job, whose local student needs the 'student' extra.
-  export OEC_EXTRAS="train,analysis,dev,student"
+  # The slow tests include the main job, whose local student needs the 'student' extra, and a
+  # two-process ZeRO-3 run on CPU, which needs 'multigpu' (deepspeed).
+  export OEC_EXTRAS="train,analysis,dev,student,multigpu"
   args=(-m "slow or not slow")
 fi
 scripts/bootstrap.sh

@@ -19,6 +19,7 @@ NUM_MACHINES=${NUM_MACHINES:-1}
 MACHINE_RANK=${MACHINE_RANK:-0}
 MAIN_PROCESS_IP=${MAIN_PROCESS_IP:-127.0.0.1}
 MAIN_PROCESS_PORT=${MAIN_PROCESS_PORT:-29500}
+MIXED_PRECISION=${MIXED_PRECISION:-}                    # overrides the accelerate config's (bf16 | no)
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 
 args=(train --model "$MODEL" --dataset "$DATASET" --output-dir "$OUTPUT_DIR")
@@ -29,8 +30,9 @@ args=(train --model "$MODEL" --dataset "$DATASET" --output-dir "$OUTPUT_DIR")
 if [ "${GPUS_PER_NODE:-0}" -le 1 ] && [ "$NUM_MACHINES" -eq 1 ]; then
   exec "$PYTHON" -m sweagent_oec.cli "${args[@]}" "$@"
 fi
-exec "$PYTHON" -m accelerate.commands.launch \
-  --config_file "$ACCELERATE_CONFIG" \
+launch=(--config_file "$ACCELERATE_CONFIG")
+[ -n "$MIXED_PRECISION" ] && launch+=(--mixed_precision "$MIXED_PRECISION")
+exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" \
   --num_machines "$NUM_MACHINES" --machine_rank "$MACHINE_RANK" \
   --num_processes $((GPUS_PER_NODE * NUM_MACHINES)) \
   --main_process_ip "$MAIN_PROCESS_IP" --main_process_port "$MAIN_PROCESS_PORT" \

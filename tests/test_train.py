@@ -393,6 +393,66 @@ def test_train_script_trains_on_cpu(tiny, tmp_path):
     assert f"vllm serve {(tmp_path / 'out').resolve()} --served-model-name out --max-model-len 512" in proc.stdout
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_train_script_runs_zero3_on_two_processes(tiny, tmp_path, lora):
+    """The shipped ZeRO-3 config under `accelerate launch`, two ranks on CPU (gloo): the weights are
+    gathered into one checkpoint (or one adapter), and only rank 0 writes the summary and prints."""
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("needs the 'multigpu' extra (deepspeed); CI installs it")
+    from safetensors.torch import load_file
+
+    data = write_jsonl(tmp_path / "d.jsonl", [oec_tool_record(i) for i in range(4)] + [oec_xml_record()])
+    env = {"MODEL": str(tiny), "DATASET": str(data), "GPUS_PER_NODE": "2", "MIXED_PRECISION": "no",
+           "ACCELERATE_CONFIG": str(REPO / "config" / "accelerate" / "deepspeed_zero3.yaml"), "MAIN_PROCESS_PORT": str(free_port())}
+    args = ["--max-steps", "2", "--max-length", "4096", "--batch-size", "2", "--grad-accum", "1", "--lr", "1e-3", "--no-gradient-checkpointing"]
+    proc = run_script(tmp_path, env, *args, *(["--lora"] if lora else []))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = (tmp_path / "out").resolve()
+    assert proc.stdout.count("vllm serve") == 1, proc.stdout
+    summary = json.loads((out / "oec_train_summary.json").read_text())
+    assert summary["launch"] == {"distributed_type": "DEEPSPEED", "num_processes": 2, "mixed_precision": "no"}
+    assert summary["global_step"] == 2 and summary["stats"]["kept"] == 5
+    if lora:
+        assert f"--enable-lora --lora-modules out={out}" in proc.stdout
+        adapter = load_file(out / "adapter_model.safetensors")
+        b = [v for k, v in adapter.items() if "lora_B" in k]
+        assert b and all(v.numel() > 0 for v in b) and any(v.abs().sum() > 0 for v in b)  # gathered and trained
+    else:
+        assert f"vllm serve {out} --served-model-name out" in proc.stdout
+        base, trained = load_file(tiny / "model.safetensors"), load_file(out / "model.safetensors")
+        assert trained.keys() == base.keys() and all(trained[k].shape == base[k].shape for k in base)
+        assert any(not (trained[k] == base[k]).all() for k in base)
+
+
+def test_precision_follows_the_accelerate_launcher(monkeypatch):
+    from sweagent_oec.train.trainer import _precision
+
+    cfg = TrainConfig(model="m", dataset="d", output_dir="o")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert _precision(cfg)[1] is False
+    with pytest.raises(UserError, match=r"^--bf16 conflicts with the accelerate config's mixed_precision: no; change one of them$"):
+        _precision(cfg.model_copy(update={"bf16": True}))
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(UserError, match=r"^--fp32 conflicts"):
+        _precision(cfg.model_copy(update={"bf16": False}))
+    with pytest.raises(UserError, match=r"^bf16 needs a GPU and none is visible; launch with --mixed_precision no"):
+        _precision(cfg)  # this machine has no GPU
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(UserError, match=r"^accelerate mixed_precision fp16 is not supported; use bf16 or no"):
+        _precision(cfg)
+
+
 def test_eval_split_holds_out_whole_instances():
     from sweagent_oec.train.trainer import split_eval
 

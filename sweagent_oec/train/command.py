@@ -109,6 +109,8 @@ def train_command(
     from sweagent_oec.train.trainer import train
 
     result = train(cfg)
+    if not result.main_process:
+        return
     console = Console()
     console.print(f"model saved to {result.output_dir}; serve it as the next student with:", highlight=False)
     console.print(result.serve_command, highlight=False, soft_wrap=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
 from sweagent_oec.train.config import TrainConfig
 from sweagent_oec.train.dataset import Stats, build_dataset, load_records
@@ -32,6 +34,7 @@ class TrainResult:
     serve_command: str
     global_step: int
     resumed_from: str | None  # the checkpoint training continued from
+    main_process: bool = True  # False on the other ranks of a multi-process run (they print nothing)
 
 
 def _is_local(name: str) -> bool:
@@ -91,9 +94,23 @@ def _precision(config: TrainConfig):
     import torch
 
     gpu = torch.cuda.is_available()
-    bf16 = config.bf16 if config.bf16 is not None else gpu and torch.cuda.is_bf16_supported()
+    # Under `accelerate launch` the config's mixed_precision reaches us in this variable; DeepSpeed
+    # refuses a run whose TrainingArguments disagree with it, so follow it or say what conflicts.
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher not in (None, "no", "bf16"):
+        raise UserError(f"accelerate mixed_precision {launcher} is not supported; use bf16 or no (--mixed_precision, or MIXED_PRECISION for train_sft.sh)")
+    if launcher is not None and config.bf16 is not None and config.bf16 != (launcher == "bf16"):
+        flag = "--bf16" if config.bf16 else "--fp32"
+        raise UserError(f"{flag} conflicts with the accelerate config's mixed_precision: {launcher}; change one of them")
+    if config.bf16 is not None:
+        bf16 = config.bf16
+    elif launcher is not None:
+        bf16 = launcher == "bf16"
+    else:
+        bf16 = gpu and torch.cuda.is_bf16_supported()
     if bf16 and not gpu:
-        raise UserError("bf16 needs a GPU and none is visible; drop --bf16 (CPU training runs in fp32)")
+        where = "; launch with --mixed_precision no (MIXED_PRECISION=no for train_sft.sh)" if launcher else "; drop --bf16 (CPU training runs in fp32)"
+        raise UserError(f"bf16 needs a GPU and none is visible{where}")
     return gpu, bf16, (torch.bfloat16 if bf16 else torch.float32)
 
 
@@ -232,7 +249,10 @@ def train(config: TrainConfig) -> TrainResult:
         trainer.save_model(str(out))
     command = serve_command(config, stats, merged)
     if main:
+        accelerator = trainer.accelerator
+        launch = {"distributed_type": accelerator.distributed_type.value, "num_processes": accelerator.num_processes,
+                  "mixed_precision": "bf16" if trainer.args.bf16 else "no"}
         summary = {"config": config.model_dump(), "stats": stats.to_dict(), "metrics": metrics, "serve": command,
-                   "global_step": output.global_step, "resumed_from": resume}
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
-    return TrainResult(out, stats, metrics, command, global_step=output.global_step, resumed_from=resume)
+                   "global_step": output.global_step, "resumed_from": resume, "launch": launch}
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+    return TrainResult(out, stats, metrics, command, global_step=output.global_step, resumed_from=resume, main_process=main)
