@@ -105,6 +105,39 @@ def test_outcomes_of_one_batch(task: Instance, tmp_path: Path) -> None:
     assert "not_in_dataset" not in json.dumps(agg)
 
 
+PASS_EVERYTHING = """import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result().outcome = "passed"
+"""
+
+
+def test_patch_cannot_change_how_tests_run(task: Instance, tmp_path: Path) -> None:
+    """A conftest.py that turns every failure into a pass (and a pytest.ini) is undone before the run."""
+    def hack(repo: Path) -> None:
+        (repo / "tests" / "conftest.py").write_text(PASS_EVERYTHING)
+        (repo / "pytest.ini").write_text("[pytest]\naddopts = -p no:randomly\n")
+        _git(repo, "add", "-N", "tests/conftest.py", "pytest.ini")
+
+    hack_patch = make_patch(task, tmp_path, hack)
+    # The hack works when nothing undoes it: the buggy code, patched, passes its own tests.
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path / "work", capture_output=True, text=True)
+    assert run.returncode == 0 and " passed" in run.stdout, run.stdout
+
+    cases = {"hack": hack_patch, "fix_and_hack": make_patch(task, tmp_path, lambda r: (fix(r), hack(r)))}
+    preds = {f"{task.instance_id}.{n}": Prediction(instance_id=f"{task.instance_id}.{n}", model_name_or_path="m", model_patch=p) for n, p in cases.items()}
+    evaluate([_variant(task, n) for n in cases], preds, opts(tmp_path))
+    hacked = _report(tmp_path, f"{task.instance_id}.hack")
+    assert hacked["patch_successfully_applied"] and not hacked["resolved"]
+    assert hacked["tests_status"]["FAIL_TO_PASS"]["failure"] == task.FAIL_TO_PASS
+    assert _report(tmp_path, f"{task.instance_id}.fix_and_hack")["resolved"]
+    log = (tmp_path / "logs" / "run" / f"{task.instance_id}.hack" / "test_output.txt").read_text()
+    assert "undid the patch's changes to test configuration: pytest.ini tests/conftest.py" in log
+
+
 def test_fuzzy_patch_applies_with_patch_fuzz(task: Instance, tmp_path: Path) -> None:
     # A hunk whose context line is off (a comment that is not in the file): git apply refuses,
     # `patch --fuzz` applies it.

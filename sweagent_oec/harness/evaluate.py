@@ -4,8 +4,9 @@ Per instance, in a runtime from `make_runtime` (local or docker, same code):
   1. reset to the task state (the runtime's HEAD: the bug applied and committed);
   2. write the patch into the env and apply it: `git apply`, else `git apply --reject`, else
      `patch --batch --fuzz=5 -p1` (the tree is reset between attempts);
-  3. restore the test files of FAIL_TO_PASS/PASS_TO_PASS from the task state, so a patch cannot
-     make tests pass by editing them;
+  3. restore the test files of FAIL_TO_PASS/PASS_TO_PASS from the task state, and undo the patch's
+     changes to pytest's configuration and plugin files (conftest.py, pytest.ini, ...), so a patch
+     cannot make tests pass by editing them or the way they run;
   4. run the test command between SWE-smith's start/end markers, parse, grade.
 Outputs `<output_dir>/<run_id>/<instance_id>/{patch.diff,test_output.txt,report.json}` and the
 aggregate `<output_dir>/<run_id>/report.json`. report.json is written last: it marks the instance
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -41,6 +43,10 @@ TESTS_TIMEOUT = ">>>>> Tests Timed Out"
 SWESMITH_PYTEST = "pytest --disable-warnings --color=no --tb=no --verbose -rA"
 #: Seconds for the harness's own git/patch commands (the tests get the caller's timeout).
 STEP_TIMEOUT = 300
+# Files pytest (or Python's start-up) reads before any test runs: through them a patch could skip,
+# deselect or rewrite the outcome of the graded tests. A bug fix never needs to change them.
+TEST_INFRA = re.compile(r"(^|/)(conftest\.py|pytest\.ini|\.pytest\.ini|tox\.ini|setup\.cfg|pyproject\.toml"
+                        r"|sitecustomize\.py|usercustomize\.py|[^/]+\.pth)$")
 #: Test logs can be long (SWE-smith's pandas log is 350 kB); keep them whole.
 OUTPUT_LIMIT = 50_000_000
 
@@ -153,9 +159,12 @@ def _apply(s: _Session, patch_path: str) -> None:
 def _restore_tests(s: _Session, instance: Instance, patch_path: str) -> None:
     """Test files back to the task state; one the task state lacks is removed (the patch added it).
 
+    So are the pytest configuration and plugin files the patch changed or added (TEST_INFRA).
     The patch file goes in the same round trip.
     """
     files = listed_test_files(instance)
+    changed = s.must("git -c core.quotepath=off diff --name-only HEAD && git -c core.quotepath=off ls-files --others --exclude-standard")
+    infra = [f for f in dict.fromkeys(changed.splitlines()) if TEST_INFRA.search(f) and f not in files]
     source = getattr(s.rt, "test_source", None)
     # A file the task state lacks may have been removed from the agent's view (SWE-smith's branches
     # drop the FAIL_TO_PASS tests); the runtime's source history has it.
@@ -164,9 +173,12 @@ def _restore_tests(s: _Session, instance: Instance, patch_path: str) -> None:
     steps = [f"rm -f -- {shlex.quote(patch_path)}"]
     steps += [f"{{ git checkout -q HEAD -- {q} 2>/dev/null || {from_source.format(q=q)}rm -f -- {q}; }}"
               for q in map(shlex.quote, files)]
+    steps += [f"{{ git checkout -q HEAD -- {q} 2>/dev/null || rm -f -- {q}; }}" for q in map(shlex.quote, infra)]
     s.must(" && ".join(steps))
     if files:
         s.log.append(f"restored test files from the task state: {' '.join(files)}\n")
+    if infra:
+        s.log.append(f"undid the patch's changes to test configuration: {' '.join(infra)}\n")
 
 
 def _run(s: _Session, instance: Instance, opts: EvalOptions) -> None:
