@@ -6,6 +6,7 @@ output marks it `source: prerule` so it is never confused with a judge answer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from failure_categorization.exit_status import base_status
@@ -55,6 +56,57 @@ def infinite_loop(traj: Trajectory, rules: Prerules) -> PreruleHit | None:
     return PreruleHit("infinite_loop", rule.category, f"the last {rule.repeats} actions are all `{tail[0][:80]}`")
 
 
+# Python's report of a file that does not parse (pytest prefixes the lines with "E   ").
+SYNTAX_ERROR = re.compile(r'File "([^"\n]+\.py)", line (\d+)(?:[^\n]*\n){1,4}?[^\n]*?\b(SyntaxError|IndentationError|TabError): ([^\n]*)')
+PATCHED_FILE = re.compile(r"^\+\+\+ b/(.+?)\s*$", re.MULTILINE)
+
+
+def _mentions(action: str, path: str) -> bool:
+    name = re.escape(path.rsplit("/", 1)[-1])
+    return re.search(rf"(?<![\w.-]){name}(?!\w)", action) is not None
+
+
+def syntax_error(traj: Trajectory, rules: Prerules) -> PreruleHit | None:
+    rule = rules.syntax_error
+    patched = PATCHED_FILE.findall(traj.info.submission or "")
+    if not rule.enabled or not patched:
+        return None
+    steps = traj.trajectory
+    for i in range(len(steps) - 1, -1, -1):
+        found = list(SYNTAX_ERROR.finditer(steps[i].observation))
+        if not found:
+            continue
+        where, line, kind, message = found[-1].groups()
+        target = next((p for p in patched if where == p or where.endswith("/" + p)), None)
+        if target is None or any(_mentions(s.action, target) for s in steps[i + 1 :]):
+            return None  # the latest syntax error is elsewhere or was worked on: the judge decides
+        return PreruleHit("syntax_error", rule.category,
+                          f"step {i + 1} showed {kind} in {target} line {line} ({message.strip()[:80]}); "
+                          "no later action touched the file, and the patch changes it")
+    return None
+
+
+_QUIET_REDIRECTS = re.compile(r"\d*>\s*/dev/null|\d*>&\d")
+
+
+def _only_reads(action: str, commands: list[str]) -> bool:
+    parts = [p.strip() for p in re.split(r"&&|\|\||[;|\n]", _QUIET_REDIRECTS.sub(" ", action))]
+    parts = [p for p in parts if p and not _is_listing(p, ["cd"])]
+    return bool(parts) and all(">" not in p and _is_listing(p, commands) for p in parts)
+
+
+def endless_file_reading(traj: Trajectory, rules: Prerules) -> PreruleHit | None:
+    rule = rules.endless_file_reading
+    if not rule.enabled or (traj.info.submission or "").strip() or base_status(traj.info.exit_status) not in rule.exit_statuses:
+        return None
+    actions = [s.action for s in traj.trajectory if s.action.strip()]
+    reads = sum(_only_reads(a, rule.commands) for a in actions)
+    if len(actions) < rule.min_actions or reads < rule.read_share * len(actions):
+        return None
+    return PreruleHit("endless_file_reading", rule.category,
+                      f"{reads} of {len(actions)} actions only read files, no patch, and the run ended on {base_status(traj.info.exit_status)}")
+
+
 def exit_status(traj: Trajectory, rules: Prerules) -> PreruleHit | None:
     rule = rules.exit_status
     status = base_status(traj.info.exit_status)
@@ -64,7 +116,7 @@ def exit_status(traj: Trajectory, rules: Prerules) -> PreruleHit | None:
 
 
 #: Tried in this order; the first hit wins (the most specific evidence first).
-RULES = (context_overflow_from_listing, infinite_loop, exit_status)
+RULES = (context_overflow_from_listing, infinite_loop, syntax_error, endless_file_reading, exit_status)
 
 
 def apply_prerules(traj: Trajectory, rules: Prerules) -> PreruleHit | None:

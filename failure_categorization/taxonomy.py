@@ -64,6 +64,27 @@ class LoopRule(BaseModel):
     repeats: int = Field(5, ge=2)
 
 
+class SyntaxErrorRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    category: str = "syntax_error"
+
+
+class ReadingRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    category: str = "endless_file_reading"
+    #: the run must have ended on one of these (a limit), with no patch
+    exit_statuses: list[str] = Field(default_factory=lambda: ["exit_cost", "exit_context"])
+    min_actions: int = Field(10, ge=1)
+    read_share: float = Field(0.8, gt=0, le=1)
+    commands: list[str] = Field(default_factory=lambda: ["cat", "head", "tail", "less", "more", "nl", "wc", "ls", "find", "tree", "grep", "rg",
+                                                         "sed -n", "awk", "git log", "git show", "git grep", "git ls-files",
+                                                         "str_replace_editor view"])
+
+
 class ExitStatusRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +98,8 @@ class Prerules(BaseModel):
 
     context_overflow_from_listing: ListingRule = Field(default_factory=ListingRule)
     infinite_loop: LoopRule = Field(default_factory=LoopRule)
+    syntax_error: SyntaxErrorRule = Field(default_factory=SyntaxErrorRule)
+    endless_file_reading: ReadingRule = Field(default_factory=ReadingRule)
     exit_status: ExitStatusRule = Field(default_factory=ExitStatusRule)
 
 
@@ -118,7 +141,9 @@ def _problem(taxonomy: Taxonomy) -> str | None:
         return f"rubric scale min ({scale.min}) must be below max ({scale.max})"
     rules = taxonomy.prerules
     targets = [("context_overflow_from_listing", rules.context_overflow_from_listing.category),
-               ("infinite_loop", rules.infinite_loop.category)]
+               ("infinite_loop", rules.infinite_loop.category),
+               ("syntax_error", rules.syntax_error.category),
+               ("endless_file_reading", rules.endless_file_reading.category)]
     targets += [(f"exit_status.{status}", cat) for status, cat in rules.exit_status.map.items()]
     for rule, category in targets:
         if category not in taxonomy.names:

@@ -175,6 +175,56 @@ def test_prerules_each_rule_and_its_thresholds():
     assert apply_prerules(make_traj("x", "exit_context", EXPLORE + [("python big.py", "y" * 50000)]), rules) is None
 
 
+def real_syntax_error_output(tmp: Path) -> str:
+    """What pytest prints when src/parse.py does not parse (a real run, not a hand-written log)."""
+    (tmp / "src").mkdir()
+    (tmp / "src" / "parse.py").write_text("def parse(text)\n    return text.split()\n")
+    (tmp / "test_parse.py").write_text("import sys\nsys.path.insert(0, 'src')\nfrom parse import parse\n\ndef test_parse():\n    assert parse('a b') == ['a', 'b']\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_parse.py"], cwd=tmp, capture_output=True, text=True)
+    assert "SyntaxError" in run.stdout, run.stdout
+    return run.stdout
+
+
+def test_prerule_syntax_error_needs_a_broken_patched_file_left_alone(tmp_path):
+    rules = TAXONOMY.prerules
+    broken = real_syntax_error_output(tmp_path)
+    edit = ("str_replace_editor str_replace /repo/src/parse.py --old_str 'def parse(text):' --new_str 'def parse(text)'", "edited")
+    run_tests = ("python -m pytest -q", broken)
+    hit = apply_prerules(make_traj("x", "submitted", EXPLORE + [edit, run_tests, ("submit", "")], PATCH), rules)
+    assert hit.rule == "syntax_error" and hit.category == "syntax_error"
+    assert hit.rationale.startswith("step 5 showed SyntaxError in src/parse.py line 1 (expected ':')")
+    # Looked at (or edited) again after the error: no longer evidence enough.
+    later = ("str_replace_editor view /repo/src/parse.py", "1 def parse(text):")
+    assert apply_prerules(make_traj("x", "submitted", EXPLORE + [edit, run_tests, later], PATCH), rules) is None
+    # The broken file is not in the patch, or there is no patch.
+    other = PATCH.replace("src/parse.py", "src/lexer.py")
+    assert apply_prerules(make_traj("x", "submitted", EXPLORE + [edit, run_tests], other), rules) is None
+    assert apply_prerules(make_traj("x", "exit_cost", EXPLORE + [edit, run_tests], ""), rules) is None
+    # test_parse.py is a different file from parse.py.
+    assert apply_prerules(make_traj("x", "submitted", EXPLORE + [edit, run_tests, ("cat test_parse.py", "")], PATCH), rules).rule == "syntax_error"
+    off = rules.model_copy(deep=True)
+    off.syntax_error.enabled = False
+    assert apply_prerules(make_traj("x", "submitted", EXPLORE + [edit, run_tests], PATCH), off) is None
+
+
+def test_prerule_endless_file_reading():
+    rules = TAXONOMY.prerules
+    reads = [("cat src/parse.py", "x"), ("grep -rn token src | head -20", "src/parse.py:1"), ("cd /repo && ls -la src", "parse.py"),
+             ("sed -n 1,40p src/lexer.py", "..."), ("find . -name '*.py' 2>/dev/null", "./src/parse.py"),
+             ("str_replace_editor view /repo/src/lexer.py", "..."), ("head -5 README.md", "# p"), ("git log --oneline -3", "abc")]
+    wander = reads + reads[:4]  # 12 actions, none repeated 5 times in a row
+    hit = apply_prerules(make_traj("x", "exit_cost", wander), rules)
+    assert hit.rule == "endless_file_reading" and hit.rationale == "12 of 12 actions only read files, no patch, and the run ended on exit_cost"
+    assert apply_prerules(make_traj("x", "submitted (exit_context)", wander), rules).rule == "endless_file_reading"
+    # Writing (a redirect, sed -i, python) breaks the share; a patch or another ending means it was not only reading.
+    writes = [("cat a > b.py", ""), ("sed -i s/a/b/ src/parse.py", ""), ("python repro.py", "")]
+    assert apply_prerules(make_traj("x", "exit_cost", wander[:9] + writes), rules) is None  # 9/12 < 0.8
+    assert apply_prerules(make_traj("x", "exit_cost", wander[:10] + writes[:2]), rules).rule == "endless_file_reading"  # 10/12
+    assert apply_prerules(make_traj("x", "submitted (exit_cost)", wander, PATCH), rules) is None
+    assert apply_prerules(make_traj("x", "exit_command_timeout", wander), rules) is None
+    assert apply_prerules(make_traj("x", "exit_cost", wander[:9]), rules) is None  # fewer than min_actions (10)
+
+
 # --- judge input -----------------------------------------------------------------------------
 
 
