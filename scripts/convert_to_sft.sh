@@ -12,6 +12,8 @@
 #   BC_DIR          expert-only trajectories; empty: OEC data only          (trajectories/bc)
 #   BC_REPORT       their evaluation report                                 (logs/run_evaluation/bc/report.json)
 #   STUDENT_CONFIG  the student's run config (its prompt and parse style)   (config/qwen32b_switch_claude_python_tools.yaml)
+#   INSTANCES       the runs' instances (file, datasets folder, HF name): the task message is
+#                   re-rendered from the student's template; empty: kept as the model saw it (empty)
 #   OUT             output folder                                           (data/sft)
 #   OEC_WEIGHT, BC_WEIGHT  sampling weights of the two sources              (1, 1)
 #   MAX_PER_INSTANCE  records kept per instance; empty: no cap              (empty)
@@ -27,6 +29,7 @@ OEC_REPORT="${OEC_REPORT:-logs/run_evaluation/oec/report.json}"
 BC_DIR="${BC_DIR-trajectories/bc}"
 BC_REPORT="${BC_REPORT:-logs/run_evaluation/bc/report.json}"
 STUDENT_CONFIG="${STUDENT_CONFIG:-$ROOT/config/qwen32b_switch_claude_python_tools.yaml}"
+INSTANCES="${INSTANCES:-}"
 OUT="${OUT:-data/sft}"
 OEC_WEIGHT="${OEC_WEIGHT:-1}"
 BC_WEIGHT="${BC_WEIGHT:-1}"
@@ -41,7 +44,7 @@ fi
 extra=()
 case "${1:-}" in
   --) shift; extra=("$@") ;;
-  -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
   "") ;;
   *) echo "convert_to_sft.sh: unknown argument $1 (convert options go after --)" >&2; exit 2 ;;
 esac
@@ -52,6 +55,7 @@ if [ -n "$BC_DIR" ]; then
 fi
 args+=(--student-config "$STUDENT_CONFIG" --output "$OUT" --seed "$SEED")
 [ -n "$MAX_PER_INSTANCE" ] && args+=(--max-per-instance "$MAX_PER_INSTANCE")
+[ -n "$INSTANCES" ] && args+=(--instances "$INSTANCES")
 [ -n "$HELDOUT" ] && args+=(--heldout "$HELDOUT")
 [ -n "$TOKENIZER" ] && args+=(--tokenizer "$TOKENIZER")
 

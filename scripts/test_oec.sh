@@ -93,7 +93,7 @@ done
 export OEC_STUDENT_API_BASE="${OEC_STUDENT_API_BASE:-http://127.0.0.1:0/v1}"  # read, not used, by convert
 [ -s "$OUT/sft/stats.json" ] || stage convert "$OEC" convert "$OUT/trajectories" --report "$OUT/eval/oec/report.json" \
   --source "bc=$OUT/expert_trajectories:$OUT/eval/expert/report.json" --student-config config/local_demo.yaml \
-  -o "$OUT/sft"
+  --instances "$OUT/instances.jsonl" -o "$OUT/sft"
 
 train() {
   [ -f "$OUT/tiny-model/config.json" ] || "$PY" -c 'import sys; from sweagent_oec.train.tiny_model import build_tiny_model; build_tiny_model(sys.argv[1])' "$OUT/tiny-model"

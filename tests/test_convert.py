@@ -253,17 +253,22 @@ def test_convert_to_sft_script(tmp_path):
     write_traj(oec, "a", make_traj(WORK, 2, task="a"))
     write_traj(bc, "a", make_traj(WORK, None, task="a"))
     rep = report(tmp_path / "report.json", resolved=["a"])
+    instances = tmp_path / "instances.jsonl"
+    instances.write_text(json.dumps({"instance_id": "a", "repo": "o/r", "problem_statement": "PROBLEM-A the mean is off"}) + "\n")
     script = Path(__file__).parent.parent / "scripts" / "convert_to_sft.sh"
     env = {**os.environ, "OEC_DIR": str(oec), "OEC_REPORT": str(rep), "BC_DIR": str(bc), "BC_REPORT": str(rep),
-           "STUDENT_CONFIG": str(STUDENT_CONFIG), "OUT": str(tmp_path / "out"), "BC_WEIGHT": "2",
+           "STUDENT_CONFIG": str(STUDENT_CONFIG), "OUT": str(tmp_path / "out"), "BC_WEIGHT": "2", "INSTANCES": str(instances),
            "OEC": f"{sys.executable} -m sweagent_oec.cli"}
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["records_by_kind"] == {"oec": 1, "bc": 2}
     assert stats["options"]["style"] == "xml_function_calling" and stats["options"]["student_config"] == str(STUDENT_CONFIG)
-    assert all("<function=" in m["content"] for r in read_jsonl(tmp_path / "out" / "train.jsonl")
-               for m in r["messages"] if m["role"] == "assistant")
+    records = read_jsonl(tmp_path / "out" / "train.jsonl")
+    assert all("<function=" in m["content"] for r in records for m in r["messages"] if m["role"] == "assistant")
+    # The task message comes from the student's template and the instance, not the trajectory's "a".
+    assert all("<pr_description>\nPROBLEM-A the mean is off" in r["messages"][1]["content"] for r in records)
+    assert stats["options"]["instances"] == str(instances) and stats["counts"]["task_message_kept"] == 0
 
 
 def test_a_real_oec_run_of_the_agent_loop_converts(tmp_path):
@@ -292,3 +297,24 @@ def test_a_real_oec_run_of_the_agent_loop_converts(tmp_path):
     # The submit turn is recorded by the loop with the model's own thought.
     assert assistants[-1][0] == "All tests pass; submitting.\n\n<function=submit>\n</function>"
     assert record["switch_step"] == 2 and record["source"] == "oec"
+
+    # The history after the switch holds the expert's task message; with --instances the record
+    # gets exactly the one the student was sent at step 0 (its query, as the run loop rendered it).
+    (task_message,) = [m["content"] for m in record["messages"] if m["role"] == "user"][:1]
+    assert task_message.startswith("EXPERT TASK in ")
+    instances = tmp_path / "instances.json"
+    instances.write_text(json.dumps([instance.model_dump(mode="json")]))
+    stats = convert(Options([Source("main", [tmp_path / "trajs"], rep)], tmp_path / "out2", student_config=STUDENT_CONFIG,
+                            instances=instances))
+    (rerendered,) = read_jsonl(tmp_path / "out2" / "train.jsonl")
+    sent = json.loads(path.read_text())["trajectory"][0]["query"]
+    assert [m for m in rerendered["messages"] if m["role"] == "user"][0]["content"] == [m for m in sent if m["role"] == "user"][0]["content"]
+    assert instance.problem_statement in sent[1]["content"] and stats["counts"]["task_message_kept"] == 0
+    assert rerendered["messages"][1:] != record["messages"][1:] and rerendered["messages"][2:] == record["messages"][2:]
+
+    # An id the instances lack keeps its message (and is counted); --instances needs a student config.
+    instances.write_text("[]")
+    stats = convert(Options([Source("main", [tmp_path / "trajs"], rep)], tmp_path / "out3", student_config=STUDENT_CONFIG, instances=instances))
+    assert stats["counts"]["task_message_kept"] == 1
+    with pytest.raises(UserError, match=r"^--instances re-renders the task message with the student's template; pass --student-config too$"):
+        convert(Options([Source("main", [tmp_path / "trajs"], rep)], tmp_path / "out4", instances=instances))

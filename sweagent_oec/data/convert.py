@@ -45,6 +45,7 @@ class Options:
     resolved_only: bool = True
     switch_step: int | None = None  # for files without role fields and without a sidecar
     student_config: Path | None = None
+    instances: str | Path | None = None  # with student_config: re-render the task message from them
     style: str | None = None
     rules: filters.RepetitionRules = field(default_factory=filters.RepetitionRules)
     truncate_loops: bool = False
@@ -113,7 +114,8 @@ def read_heldout(path: Path) -> set[str]:
 # ---------------------------------------------------------------- one source
 
 
-def convert_source(source: Source, options: Options, prompt: sft.StudentPrompt | None, tally: Tally) -> list[dict]:
+def convert_source(source: Source, options: Options, prompt: sft.StudentPrompt | None, tally: Tally,
+                   instances: dict | None = None) -> list[dict]:
     report = filters.load_report(source.report) if source.report else None
     records = []
     for path in trajectory_files(source.paths):
@@ -133,7 +135,10 @@ def convert_source(source: Source, options: Options, prompt: sft.StudentPrompt |
         if conv is None:
             continue
         try:
-            record = sft.build_record(conv, _resolved(status), prompt, options.style)
+            instance = instances.get(conv.instance_id) if instances is not None else None
+            if instances is not None and instance is None:
+                tally.counts["task_message_kept"] += 1  # not in --instances: the task stays as the model saw it
+            record = sft.build_record(conv, _resolved(status), prompt, options.style, instance)
         except TrajectoryFormatError as e:
             tally.drop("rewrite", "bad_file", path, instance_id, error=str(e))
             continue
@@ -193,9 +198,16 @@ def convert(options: Options) -> dict:
         except ValueError as e:
             raise UserError(f"{e}") from None
     prompt = sft.student_prompt(options.student_config, options.style) if options.student_config else None
+    instances = None
+    if options.instances is not None:
+        if prompt is None:
+            raise UserError("--instances re-renders the task message with the student's template; pass --student-config too")
+        from sweagent_oec.tasks.instances import load_instances
+
+        instances = {inst.instance_id: inst for inst in load_instances(options.instances)}
     heldout_ids = read_heldout(options.heldout) if options.heldout else set()
     tally = Tally()
-    by_source = {s.name: convert_source(s, options, prompt, tally) for s in options.sources}
+    by_source = {s.name: convert_source(s, options, prompt, tally, instances) for s in options.sources}
     mixed = mixing.mix(by_source, {s.name: s.weight for s in options.sources}, options.max_per_instance,
                        heldout_ids, options.seed, options.dedup)
     style = prompt.style if prompt is not None else (canonical_style(options.style) if options.style else None)
@@ -218,7 +230,7 @@ def _stats(options: Options, style: str | None, tally: Tally, by_source: dict[st
     counts.update(train=len(mixed.train), heldout=len(mixed.heldout))
     return {
         "counts": {k: counts.get(k, 0) for k in ("files", "bad_file", filters.UNRESOLVED, filters.ERROR, filters.MISSING,
-                                                 "loop", "truncated", "no_trainable_turn", "converted", "duplicates",
+                                                 "loop", "truncated", "no_trainable_turn", "converted", "task_message_kept", "duplicates",
                                                  "weighted_in", "weighted_out", "over_instance_cap", "heldout", "train")},
         "loops_by_rule": dict(tally.loops_by_rule),
         "per_source": {name: {"converted": len(records_), **mixing.per_source(records_)} for name, records_ in by_source.items()},
@@ -229,6 +241,7 @@ def _stats(options: Options, style: str | None, tally: Tally, by_source: dict[st
         "options": {"resolved_only": options.resolved_only, "repetition": options.rules.describe(),
                     "truncate_loops": options.truncate_loops, "style": style,
                     "student_config": str(options.student_config) if options.student_config else None,
+                    "instances": str(options.instances) if options.instances is not None else None,
                     "max_per_instance": options.max_per_instance, "dedup": options.dedup, "seed": options.seed,
                     "sources": {s.name: {"paths": [str(p) for p in s.paths], "report": str(s.report) if s.report else None,
                                          "weight": s.weight} for s in options.sources}},

@@ -323,10 +323,19 @@ def _plain(message: dict) -> dict:
     return {k: message[k] for k in ("role", "content", "tool_calls", "tool_call_id") if k in message}
 
 
-def build_messages(conv: Conversation, style: str | None = None, system: str | None = None) -> list[dict]:
+def render_task(prompt: StudentPrompt, conv: Conversation, instance) -> str:
+    """The task message as the student's `instance_template` renders it for this instance."""
+    from sweagent_oec.agent.prompts import render
+
+    return render(prompt.templates.instance_template, problem_statement=instance.problem_statement,
+                  working_dir=conv.working_dir or "", instance_id=conv.instance_id, repo=instance.repo)
+
+
+def build_messages(conv: Conversation, style: str | None = None, system: str | None = None,
+                   task: str | None = None) -> list[dict]:
     """Chat messages with a `train` flag each. With `style`, every action is re-rendered in it;
-    with `system`, the system prompt is replaced. Messages after the last action are dropped
-    (nothing is trained after it)."""
+    with `system`, the system prompt is replaced; with `task`, the task (first user) message.
+    Messages after the last action are dropped (nothing is trained after it)."""
     style = canonical_style(style) if style else None
     prefix = [_plain(m) for m in conv.prefix]
     if system is not None:
@@ -334,6 +343,12 @@ def build_messages(conv: Conversation, style: str | None = None, system: str | N
             prefix[0] = {"role": "system", "content": system}
         else:
             prefix.insert(0, {"role": "system", "content": system})
+    if task is not None:
+        first_user = next((i for i, m in enumerate(prefix) if m["role"] == "user"), None)
+        if first_user is None:
+            prefix.append({"role": "user", "content": task})
+        else:
+            prefix[first_user] = {"role": "user", "content": task}
     messages = [{**m, "train": False} for m in prefix]
     for j, turn in enumerate(conv.turns):
         train = turn.role != STUDENT
@@ -353,13 +368,14 @@ def build_messages(conv: Conversation, style: str | None = None, system: str | N
 
 
 def build_record(conv: Conversation, resolved: bool | None, prompt: StudentPrompt | None = None,
-                 style: str | None = None) -> dict:
-    """The SFT record (DESIGN section 4). `prompt` rewrites for the student; `style` alone only
-    re-renders the actions."""
+                 style: str | None = None, instance=None) -> dict:
+    """The SFT record (DESIGN section 4). `prompt` rewrites for the student (with `instance`, the
+    task message too); `style` alone only re-renders the actions."""
     style = prompt.style if prompt is not None else (canonical_style(style) if style else None)
     system = render_system(prompt, conv) if prompt is not None else None
+    task = render_task(prompt, conv, instance) if prompt is not None and instance is not None else None
     record = {
-        "messages": build_messages(conv, style, system),
+        "messages": build_messages(conv, style, system, task),
         "instance_id": conv.instance_id,
         "source": conv.source,
         "switch_step": conv.switch_step,
