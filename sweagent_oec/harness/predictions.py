@@ -21,6 +21,7 @@ from sweagent_oec.data.trajectory import (
     load_trajectory,
 )
 from sweagent_oec.errors import UserError
+from sweagent_oec.jsonl import json_lines
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,7 @@ def load_predictions(path: Path | str) -> dict[str, Prediction]:
         return preds
     if data is not None:
         raise UserError(f"{path}: expected a JSON object keyed by instance id, a list, or JSONL; got {type(data).__name__}")
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {lineno} is not valid JSON ({e.msg}); expected preds.json or JSONL") from None
+    for lineno, row in json_lines(text, lambda n, why: f"{path}: line {n} is not valid JSON ({why}); expected preds.json or JSONL"):
         _add(preds, _parse(path, row, f"line {lineno}"), path, f"line {lineno}")
     return preds
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
+from sweagent_oec.jsonl import json_lines
 
 
 class LocalTask(BaseModel):
@@ -100,16 +101,8 @@ def _load_json_file(path: Path) -> list[Instance]:
         else:
             rows = data if isinstance(data, list) else [data]
             return [_parse_row(row, f"{path}[{i}]") for i, row in enumerate(rows)]
-    instances = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line of a JSONL file must be one instance.") from None
-        instances.append(_parse_row(row, f"{path}:{lineno}"))
-    return instances
+    lines = json_lines(text, lambda n, why: f"{path}:{n}: not valid JSON ({why}); each line of a JSONL file must be one instance.")
+    return [_parse_row(row, f"{path}:{lineno}") for lineno, row in lines]
 
 
 def _rows_from_dataset(dataset: Any, where: str, split: str) -> list[Instance]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sweagent_oec.errors import UserError
+from sweagent_oec.jsonl import json_lines
 from sweagent_oec.tools.specs import TOOL_SPECS, openai_tools
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,7 @@ def _load_json_lines(path: Path) -> list[dict]:
             raise UserError(f"dataset {path} holds a JSON {type(data).__name__}, not a list of records; pass one record a line (JSONL)")
         return data
     records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"dataset {path} line {n} is not JSON ({e.msg}); each line must be one SFT record") from e
+    for n, record in json_lines(text, lambda n, why: f"dataset {path} line {n} is not JSON ({why}); each line must be one SFT record"):
         if not isinstance(record, dict):
             raise UserError(f"dataset {path} line {n} is a JSON {type(record).__name__}, not a record object")
         records.append(record)
