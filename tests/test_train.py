@@ -211,7 +211,8 @@ def test_loss_decreases_and_the_output_serves(tiny, tmp_path, caplog):
 
     data = write_jsonl(tmp_path / "d.jsonl", [oec_xml_record(), bc_record()])
     with caplog.at_level(logging.INFO):
-        result = train(config(tiny, data, tmp_path / "out", max_steps=10, warmup_steps=0, lr_scheduler_type="constant", learning_rate=1e-2))
+        result = train(config(tiny, data, tmp_path / "out", max_steps=10, warmup_steps=0, lr_scheduler_type="constant", learning_rate=1e-2,
+                              report_to=["tensorboard"]))
     assert "2 kept" in caplog.text and "tokens:" in caplog.text  # the summary before training
     losses = [h["loss"] for h in json.loads(next((tmp_path / "out").glob("checkpoint-*/trainer_state.json")).read_text())["log_history"] if "loss" in h]
     assert len(losses) == 10 and losses[-1] < 0.5 * losses[0]
@@ -219,6 +220,26 @@ def test_loss_decreases_and_the_output_serves(tiny, tmp_path, caplog):
     assert result.serve_command == f"vllm serve {out.resolve()} --served-model-name out --max-model-len 2048"
     assert AutoTokenizer.from_pretrained(out).chat_template and AutoModelForCausalLM.from_pretrained(out)
     assert json.loads((out / SUMMARY_FILE).read_text())["stats"]["trained_turns"] == 3
+    # The same losses went to tensorboard.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_dir,) = (out / "runs").iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [round(e.value, 4) for e in events.Scalars("train/loss")] == [round(loss, 4) for loss in losses]
+
+
+def test_report_to_needs_a_known_installed_logger(tiny, tmp_path, monkeypatch):
+    from transformers.integrations import integration_utils
+
+    from sweagent_oec.train.trainer import build_trainer
+
+    data = write_jsonl(tmp_path / "d.jsonl", [oec_xml_record()])
+    with pytest.raises(UserError, match=r"^--report-to tensorbored: unknown logger; use one of .*tensorboard.*wandb$"):
+        build_trainer(config(tiny, data, tmp_path / "out", report_to=["tensorbored"]))
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: [])
+    with pytest.raises(UserError, match=r"^--report-to comet_ml: its package is not installed; pip install comet-ml \(or drop it\)$"):
+        build_trainer(config(tiny, data, tmp_path / "out", report_to=["comet_ml"]))
 
 
 def test_serve_command_for_tool_calls_and_adapters():

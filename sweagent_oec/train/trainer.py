@@ -72,6 +72,18 @@ def load_model(config: TrainConfig, dtype):
         raise UserError(f"could not load model {config.model} ({str(e).splitlines()[0]}); check the folder and attn_implementation") from e
 
 
+def check_report_to(config: TrainConfig) -> None:
+    """Each logger is one transformers knows and whose package is installed (else a one-line error,
+    not a traceback from the callback once the model has loaded)."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    for name in config.report_to:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise UserError(f"--report-to {name}: unknown logger; use one of {', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        if name not in get_available_reporting_integrations():
+            raise UserError(f"--report-to {name}: its package is not installed; pip install {name.replace('_', '-')} (or drop it)")
+
+
 def split_eval(records: list[dict], config: TrainConfig) -> tuple[list[dict], list[dict]]:
     """Hold out whole instances (never one instance on both sides), by id list or seeded fraction."""
     if config.eval_ids:
@@ -170,6 +182,7 @@ def build_trainer(config: TrainConfig):
     # Cheap checks first: a wrong path should not wait for torch to import.
     records = load_records(config.dataset)
     check_model_path(config)
+    check_report_to(config)
     train_records, eval_records = split_eval(records, config)
     from trl import SFTTrainer
 
