@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -45,8 +44,9 @@ SWESMITH_PYTEST = "pytest --disable-warnings --color=no --tb=no --verbose -rA"
 STEP_TIMEOUT = 300
 # Files pytest (or Python's start-up) reads before any test runs: through them a patch could skip,
 # deselect or rewrite the outcome of the graded tests. A bug fix never needs to change them.
-TEST_INFRA = re.compile(r"(^|/)(conftest\.py|pytest\.ini|\.pytest\.ini|tox\.ini|setup\.cfg|pyproject\.toml"
-                        r"|sitecustomize\.py|usercustomize\.py|[^/]+\.pth)$")
+# (A POSIX ERE: the env's grep selects them.)
+TEST_INFRA = (r"(^|/)(conftest\.py|pytest\.ini|\.pytest\.ini|tox\.ini|setup\.cfg|pyproject\.toml"
+              r"|sitecustomize\.py|usercustomize\.py|[^/]+\.pth)$")
 #: Test logs can be long (SWE-smith's pandas log is 350 kB); keep them whole.
 OUTPUT_LIMIT = 50_000_000
 
@@ -163,8 +163,6 @@ def _restore_tests(s: _Session, instance: Instance, patch_path: str) -> None:
     The patch file goes in the same round trip.
     """
     files = listed_test_files(instance)
-    changed = s.must("git -c core.quotepath=off diff --name-only HEAD && git -c core.quotepath=off ls-files --others --exclude-standard")
-    infra = [f for f in dict.fromkeys(changed.splitlines()) if TEST_INFRA.search(f) and f not in files]
     source = getattr(s.rt, "test_source", None)
     # A file the task state lacks may have been removed from the agent's view (SWE-smith's branches
     # drop the FAIL_TO_PASS tests); the runtime's source history has it.
@@ -173,8 +171,11 @@ def _restore_tests(s: _Session, instance: Instance, patch_path: str) -> None:
     steps = [f"rm -f -- {shlex.quote(patch_path)}"]
     steps += [f"{{ git checkout -q HEAD -- {q} 2>/dev/null || {from_source.format(q=q)}rm -f -- {q}; }}"
               for q in map(shlex.quote, files)]
-    steps += [f"{{ git checkout -q HEAD -- {q} 2>/dev/null || rm -f -- {q}; }}" for q in map(shlex.quote, infra)]
-    s.must(" && ".join(steps))
+    # Then what the patch changed or added among TEST_INFRA goes back (or away); their names are printed.
+    steps.append("{ git -c core.quotepath=off diff --name-only HEAD; git -c core.quotepath=off ls-files --others --exclude-standard; }"
+                 f" | sort -u | {{ grep -E {shlex.quote(TEST_INFRA)} || true; }}"
+                 ' | while IFS= read -r f; do { git checkout -q HEAD -- "$f" 2>/dev/null || rm -f -- "$f"; } && printf "%s\\n" "$f"; done')
+    infra = [line for line in s.must(" && ".join(steps)).splitlines() if line.strip()]
     if files:
         s.log.append(f"restored test files from the task state: {' '.join(files)}\n")
     if infra:
