@@ -393,6 +393,28 @@ def test_accelerate_configs_load(name, kind):
     assert cfg.distributed_type.value == kind and cfg.mixed_precision == "bf16"
 
 
+def test_fsdp_config_wraps_the_students_decoder_layers(tiny, monkeypatch):
+    """fsdp.yaml as `accelerate launch` turns it into the environment, read back by accelerate's own
+    FSDP plugin, whose wrap policy must find the layer class in a Qwen2 model (the students'
+    architecture; FSDP itself cannot run on CPU)."""
+    import functools
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+    from transformers import AutoModelForCausalLM
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+
+    args = launch_command_parser().parse_args(["--config_file", str(REPO / "config" / "accelerate" / "fsdp.yaml"), "train.py"])
+    for key, value in prepare_multi_gpu_env(_validate_launch_command(args)[0]).items():
+        monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.state_dict_type.name == "FULL_STATE_DICT" and plugin.activation_checkpointing
+    plugin.set_auto_wrap_policy(AutoModelForCausalLM.from_pretrained(tiny))
+    assert isinstance(plugin.auto_wrap_policy, functools.partial)
+    assert plugin.auto_wrap_policy.keywords["transformer_layer_cls"] == {Qwen2DecoderLayer}
+
+
 def run_script(tmp_path, env: dict, *args) -> subprocess.CompletedProcess:
     import os
 
