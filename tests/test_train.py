@@ -478,6 +478,34 @@ def test_train_script_runs_zero3_on_two_processes(tiny, tmp_path, lora):
         assert any(not (trained[k] == base[k]).all() for k in base)
 
 
+@pytest.mark.slow
+def test_train_script_runs_as_two_nodes(tiny, tmp_path):
+    """The multi-node path of train_sft.sh: two launches, MACHINE_RANK 0 and 1, one process each,
+    meeting at MAIN_PROCESS_IP:PORT (here both on 127.0.0.1), writing one shared output folder."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("needs the 'multigpu' extra (deepspeed); CI installs it")
+    data = write_jsonl(tmp_path / "d.jsonl", [oec_tool_record(i) for i in range(4)])
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL": str(tiny), "DATASET": str(data), "OUTPUT_DIR": str(tmp_path / "out"),
+           "GPUS_PER_NODE": "1", "NUM_MACHINES": "2", "MIXED_PRECISION": "no", "MAIN_PROCESS_IP": "127.0.0.1",
+           "MAIN_PROCESS_PORT": str(free_port()), "ACCELERATE_CONFIG": str(REPO / "config" / "accelerate" / "deepspeed_zero3.yaml")}
+    args = [str(REPO / "scripts" / "train_sft.sh"), "--max-steps", "2", "--max-length", "4096", "--batch-size", "2", "--grad-accum", "1",
+            "--no-gradient-checkpointing"]
+    node1 = subprocess.Popen(args, env={**env, "MACHINE_RANK": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        node0 = subprocess.run(args, env={**env, "MACHINE_RANK": "0"}, capture_output=True, text=True, timeout=600)
+        out1, err1 = node1.communicate(timeout=120)
+    finally:
+        node1.kill()
+    assert node0.returncode == 0, node0.stderr[-3000:]
+    assert node1.returncode == 0, err1[-3000:]
+    assert node0.stdout.count("vllm serve") == 1 and "vllm serve" not in out1  # only the global rank 0 speaks
+    summary = json.loads((tmp_path / "out" / "oec_train_summary.json").read_text())
+    assert summary["launch"]["num_processes"] == 2 and summary["global_step"] == 2
+
+
 def test_precision_follows_the_accelerate_launcher(monkeypatch):
     from sweagent_oec.train.trainer import _precision
 
