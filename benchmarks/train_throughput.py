@@ -18,7 +18,6 @@ import gc
 import random
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, TrainerCallback

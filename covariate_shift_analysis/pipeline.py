@@ -16,8 +16,8 @@ from covariate_shift_analysis import metrics as divergence
 from covariate_shift_analysis.bootstrap import paired_bootstrap
 from covariate_shift_analysis.embed import DEFAULT_MODEL, embed_texts
 from covariate_shift_analysis.turns import TEXT_KINDS, TrajectorySet, load_set
-from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 
 METRICS = ("frechet", "kl", "mmd2", "auc")
 COLUMNS = ("metric", "set", "reference", "turn", "n", "estimate", "ci_low", "ci_high", "level", "n_boot")

@@ -35,11 +35,11 @@ from failure_categorization.prerules import apply_prerules
 from failure_categorization.taxonomy import Taxonomy
 from sweagent_oec.data.trajectory import (
     TrajectoryFormatError,
-    atomic_write_text,
     find_trajectories,
     load_trajectory,
 )
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 from sweagent_oec.tasks.instances import Instance
 
 Mode = Literal["unresolved", "submitted"]

@@ -19,8 +19,8 @@ from failure_categorization.judge import check_api_key
 from failure_categorization.plots import plot_categories, plot_rubric
 from failure_categorization.run import Categorizer, Settings, select
 from failure_categorization.summary import comparison_csv, summarize, write_run
-from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

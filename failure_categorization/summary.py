@@ -14,7 +14,7 @@ from pathlib import Path
 
 from failure_categorization.run import Record
 from failure_categorization.taxonomy import Taxonomy
-from sweagent_oec.data.trajectory import atomic_write_text
+from sweagent_oec.files import atomic_write_text
 
 NOT_JUDGED = "not_judged"
 

@@ -24,12 +24,12 @@ from sweagent_oec.config import RunConfig
 from sweagent_oec.data.trajectory import (
     TrajectoryFormatError,
     TrajectoryWriter,
-    atomic_write_text,
     load_trajectory,
     trajectory_path,
 )
 from sweagent_oec.errors import UserError
 from sweagent_oec.exits import Interrupted
+from sweagent_oec.files import atomic_write_text
 from sweagent_oec.harness.predictions import Prediction, load_predictions, write_predictions
 from sweagent_oec.models.base import BATCH_BUDGET
 from sweagent_oec.runner import run_instance

@@ -11,8 +11,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from sweagent_oec.data.trajectory import TrajectoryFormatError, atomic_write_text, find_trajectories, load_trajectory
+from sweagent_oec.data.trajectory import TrajectoryFormatError, find_trajectories, load_trajectory
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 
 
 def _json(path: Path) -> dict | None:

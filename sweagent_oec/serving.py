@@ -19,8 +19,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 
 DEFAULT_ALIAS = "gemma3-270m"
 

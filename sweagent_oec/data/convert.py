@@ -24,8 +24,9 @@ from pathlib import Path
 
 from sweagent_oec.agent.actions import canonical_style
 from sweagent_oec.data import filters, mixing, sft
-from sweagent_oec.data.trajectory import TrajectoryFormatError, atomic_write_text, find_trajectories
+from sweagent_oec.data.trajectory import TrajectoryFormatError, find_trajectories
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sweagent_oec.files import atomic_write_text
 
 STUDENT = "student"
 EXPERT = "expert"
@@ -201,20 +201,6 @@ def load_trajectory(path: Path | str) -> Trajectory:
 def find_trajectories(folder: Path | str) -> list[Path]:
     """All `.traj` files under a folder, sorted (the layout is one folder per instance)."""
     return sorted(Path(folder).rglob("*.traj"))
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def trajectory_to_dict(trajectory: Trajectory) -> dict:

@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.env import make_runtime
 from sweagent_oec.env.runtime import EnvConfig, Runtime
+from sweagent_oec.files import atomic_write_text
 from sweagent_oec.harness.grading import Policy, report_from_log
 from sweagent_oec.harness.log_parser import END_LINE, START_LINE
 from sweagent_oec.harness.predictions import Prediction

@@ -16,12 +16,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sweagent_oec.data.trajectory import (
     TrajectoryFormatError,
-    atomic_write_text,
     find_trajectories,
     load_trajectory,
 )
 from sweagent_oec.errors import UserError
-from sweagent_oec.jsonl import json_lines
+from sweagent_oec.files import atomic_write_text, json_lines
 
 log = logging.getLogger(__name__)
 

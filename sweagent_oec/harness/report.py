@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sweagent_oec.data.trajectory import atomic_write_text
+from sweagent_oec.files import atomic_write_text
 
 #: Why an instance could not be graded; the first word of its report's `error`.
 ERROR_CODES = (

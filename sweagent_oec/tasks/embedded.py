@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from itertools import zip_longest
 from pathlib import Path
 
-from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 from sweagent_oec.tasks.instances import Instance, load_instances, write_instances_jsonl
 from sweagent_oec.tasks.synth import SynthConfig, synthesize, validate_instances
 

@@ -15,9 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
-from sweagent_oec.jsonl import json_lines
+from sweagent_oec.files import atomic_write_text, json_lines
 
 
 class LocalTask(BaseModel):

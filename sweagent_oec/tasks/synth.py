@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 from sweagent_oec.tasks.instances import Instance, LocalTask, write_instances_jsonl
 from sweagent_oec.tasks.mutations import KINDS, FileMutator, Mutation
 

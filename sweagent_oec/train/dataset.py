@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sweagent_oec.errors import UserError
-from sweagent_oec.jsonl import json_lines
+from sweagent_oec.files import json_lines
 from sweagent_oec.tools.specs import TOOL_SPECS, openai_tools
 
 log = logging.getLogger(__name__)

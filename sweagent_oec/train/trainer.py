@@ -16,8 +16,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweagent_oec.data.trajectory import atomic_write_text
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
 from sweagent_oec.train.config import TrainConfig
 from sweagent_oec.train.dataset import Stats, build_dataset, load_records
 

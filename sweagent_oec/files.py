@@ -1,12 +1,29 @@
-"""Reading JSON Lines: one value per non-blank line, a bad line named by its number."""
+"""File helpers every stage uses: atomic writes, and JSON Lines reading with numbered errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from sweagent_oec.errors import UserError
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def json_lines(text: str, bad_line: Callable[[int, str], str]) -> Iterator[tuple[int, Any]]:
