@@ -138,6 +138,37 @@ def test_patch_cannot_change_how_tests_run(task: Instance, tmp_path: Path) -> No
     assert "undid the patch's changes to test configuration: pytest.ini tests/conftest.py" in log
 
 
+BREAK_CLAMP = """import pytest
+
+import calc
+
+
+@pytest.fixture(autouse=True)
+def _broken_clamp(monkeypatch):
+    monkeypatch.setattr(calc, "clamp", lambda x, low, high: low)
+"""
+
+
+def test_a_bug_in_test_configuration_can_still_be_fixed(task: Instance, tmp_path: Path) -> None:
+    """When the task's own bug lives in a conftest.py, the fix has to change it, so that file is
+    spared and the gold patch resolves (elsewhere such edits are undone: the test above)."""
+    def add_conftest(repo: Path) -> None:
+        (repo / "tests" / "conftest.py").write_text(BREAK_CLAMP)
+        _git(repo, "add", "-N", "tests/conftest.py")
+
+    bug_in_conftest = make_patch(task, tmp_path, add_conftest)
+    clamp = "tests/test_calc.py::test_clamp"
+    variant = task.model_copy(update={
+        "instance_id": f"{task.instance_id}.conftest_bug",
+        "patch": task.patch + bug_in_conftest,
+        "FAIL_TO_PASS": [*task.FAIL_TO_PASS, clamp], "PASS_TO_PASS": [t for t in task.PASS_TO_PASS if t != clamp]})
+    evaluate([variant], None, opts(tmp_path, gold=True, run_id="gold"))
+    report = _report(tmp_path, variant.instance_id, "gold")
+    assert report["resolved"], report
+    log = (tmp_path / "logs" / "gold" / variant.instance_id / "test_output.txt").read_text()
+    assert "undid the patch's changes" not in log
+
+
 def test_fuzzy_patch_applies_with_patch_fuzz(task: Instance, tmp_path: Path) -> None:
     # A hunk whose context line is off (a comment that is not in the file): git apply refuses,
     # `patch --fuzz` applies it.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -43,10 +44,12 @@ SWESMITH_PYTEST = "pytest --disable-warnings --color=no --tb=no --verbose -rA"
 #: Seconds for the harness's own git/patch commands (the tests get the caller's timeout).
 STEP_TIMEOUT = 300
 # Files pytest (or Python's start-up) reads before any test runs: through them a patch could skip,
-# deselect or rewrite the outcome of the graded tests. A bug fix never needs to change them.
-# (A POSIX ERE: the env's grep selects them.)
+# deselect or rewrite the outcome of the graded tests. A fix needs to change them only where the
+# task's bug did. (A POSIX ERE: the env's grep selects them.)
 TEST_INFRA = (r"(^|/)(conftest\.py|pytest\.ini|\.pytest\.ini|tox\.ini|setup\.cfg|pyproject\.toml"
               r"|sitecustomize\.py|usercustomize\.py|[^/]+\.pth)$")
+#: The files a diff touches (both sides).
+DIFF_PATH = re.compile(r"^(?:---|\+\+\+) [ab]/(\S+)", re.MULTILINE)
 #: Test logs can be long (SWE-smith's pandas log is 350 kB); keep them whole.
 OUTPUT_LIMIT = 50_000_000
 
@@ -172,8 +175,11 @@ def _restore_tests(s: _Session, instance: Instance, patch_path: str) -> None:
     steps += [f"{{ git checkout -q HEAD -- {q} 2>/dev/null || {from_source.format(q=q)}rm -f -- {q}; }}"
               for q in map(shlex.quote, files)]
     # Then what the patch changed or added among TEST_INFRA goes back (or away); their names are printed.
+    # Files the task's own bug patch touched are spared: its fix may have to change them back.
+    spared = "".join(f" -e {shlex.quote(f)}" for f in sorted(set(DIFF_PATH.findall(instance.patch))))
+    select = f"grep -E {shlex.quote(TEST_INFRA)}" + (f" | grep -v -x -F{spared}" if spared else "")
     steps.append("{ git -c core.quotepath=off diff --name-only HEAD; git -c core.quotepath=off ls-files --others --exclude-standard; }"
-                 f" | sort -u | {{ grep -E {shlex.quote(TEST_INFRA)} || true; }}"
+                 f" | sort -u | {{ {select} || true; }}"
                  ' | while IFS= read -r f; do { git checkout -q HEAD -- "$f" 2>/dev/null || rm -f -- "$f"; } && printf "%s\\n" "$f"; done')
     infra = [line for line in s.must(" && ".join(steps)).splitlines() if line.strip()]
     if files:
