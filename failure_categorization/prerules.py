@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from failure_categorization.exit_status import base_status
 from failure_categorization.taxonomy import Prerules
 from sweagent_oec.data.trajectory import Trajectory
+from sweagent_oec.tasks.instances import diff_paths
 
 
 @dataclass
@@ -58,7 +59,6 @@ def infinite_loop(traj: Trajectory, rules: Prerules) -> PreruleHit | None:
 
 # Python's report of a file that does not parse (pytest prefixes the lines with "E   ").
 SYNTAX_ERROR = re.compile(r'File "([^"\n]+\.py)", line (\d+)(?:[^\n]*\n){1,4}?[^\n]*?\b(SyntaxError|IndentationError|TabError): ([^\n]*)')
-PATCHED_FILE = re.compile(r"^\+\+\+ b/(.+?)\s*$", re.MULTILINE)
 
 
 def _mentions(action: str, path: str) -> bool:
@@ -68,7 +68,7 @@ def _mentions(action: str, path: str) -> bool:
 
 def syntax_error(traj: Trajectory, rules: Prerules) -> PreruleHit | None:
     rule = rules.syntax_error
-    patched = PATCHED_FILE.findall(traj.info.submission or "")
+    patched = diff_paths(traj.info.submission or "")
     if not rule.enabled or not patched:
         return None
     steps = traj.trajectory

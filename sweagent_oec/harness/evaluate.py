@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from sweagent_oec.harness.grading import Policy, report_from_log
 from sweagent_oec.harness.log_parser import END_LINE, START_LINE
 from sweagent_oec.harness.predictions import Prediction
 from sweagent_oec.harness.report import REPORT_NAME, aggregate_report, instance_report, read_report, write_report
-from sweagent_oec.tasks.instances import Instance
+from sweagent_oec.tasks.instances import Instance, diff_paths
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,6 @@ STEP_TIMEOUT = 300
 # task's bug did. (A POSIX ERE: the env's grep selects them.)
 TEST_INFRA = (r"(^|/)(conftest\.py|pytest\.ini|\.pytest\.ini|tox\.ini|setup\.cfg|pyproject\.toml"
               r"|sitecustomize\.py|usercustomize\.py|[^/]+\.pth)$")
-#: The files a diff touches (both sides).
-DIFF_PATH = re.compile(r"^(?:---|\+\+\+) [ab]/(\S+)", re.MULTILINE)
 #: Test logs can be long (SWE-smith's pandas log is 350 kB); keep them whole.
 OUTPUT_LIMIT = 50_000_000
 
@@ -176,7 +173,7 @@ def _restore_tests(s: _Session, instance: Instance, patch_path: str) -> None:
               for q in map(shlex.quote, files)]
     # Then what the patch changed or added among TEST_INFRA goes back (or away); their names are printed.
     # Files the task's own bug patch touched are spared: its fix may have to change them back.
-    spared = "".join(f" -e {shlex.quote(f)}" for f in sorted(set(DIFF_PATH.findall(instance.patch))))
+    spared = "".join(f" -e {shlex.quote(f)}" for f in diff_paths(instance.patch))
     select = f"grep -E {shlex.quote(TEST_INFRA)}" + (f" | grep -v -x -F{spared}" if spared else "")
     steps.append("{ git -c core.quotepath=off diff --name-only HEAD; git -c core.quotepath=off ls-files --others --exclude-standard; }"
                  f" | sort -u | {{ {select} || true; }}"

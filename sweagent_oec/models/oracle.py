@@ -18,11 +18,8 @@ from dataclasses import dataclass
 from sweagent_oec.agent.actions import render_action
 from sweagent_oec.data.trajectory import ModelStats
 from sweagent_oec.models.base import ModelReply
-from sweagent_oec.tasks.instances import Instance
+from sweagent_oec.tasks.instances import DIFF_HEADER, Instance
 from sweagent_oec.tools.specs import Action
-
-_FILE = re.compile(r"^diff --git a/(\S+) b/(\S+)$")
-
 
 @dataclass
 class Hunk:
@@ -44,7 +41,7 @@ def fix_hunks(bug_patch: str) -> list[Hunk]:
             hunks.append(Hunk(path, start, buggy, fixed))
 
     for line in bug_patch.splitlines():
-        if m := _FILE.match(line):
+        if m := DIFF_HEADER.match(line):
             close()
             path, lines = m.group(2), None
         elif line.startswith("@@"):

@@ -41,6 +41,15 @@ class LocalTask(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+#: A file header of a git diff (`patch`, `model_patch`): the old and the new path.
+DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
+
+
+def diff_paths(diff: str) -> list[str]:
+    """The files a git diff touches (old and new names), in order, each once."""
+    return list(dict.fromkeys(path for pair in DIFF_HEADER.findall(diff or "") for path in pair))
+
+
 class Instance(BaseModel):
     model_config = ConfigDict(extra="allow")
 
