@@ -135,10 +135,8 @@ def convert_source(source: Source, options: Options, prompt: sft.StudentPrompt |
         conv = _loop_filter(conv, options, tally)
         if conv is None:
             continue
+        instance = instances.get(conv.instance_id) if instances is not None else None
         try:
-            instance = instances.get(conv.instance_id) if instances is not None else None
-            if instances is not None and instance is None:
-                tally.counts["task_message_kept"] += 1  # not in --instances: the task stays as the model saw it
             record = sft.build_record(conv, _resolved(status), prompt, options.style, instance)
         except TrajectoryFormatError as e:
             tally.drop("rewrite", "bad_file", path, instance_id, error=str(e))
@@ -146,6 +144,8 @@ def convert_source(source: Source, options: Options, prompt: sft.StudentPrompt |
         if not sft.trained_turns(record):
             tally.drop("masking", "no_trainable_turn", path, instance_id, source=conv.source)
             continue
+        if instances is not None and instance is None:
+            tally.counts["task_message_kept"] += 1  # not in --instances: the task stays as the model saw it
         tally.counts["converted"] += 1
         records.append(record)
     return records
