@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sweagent_oec.errors import UserError
+from sweagent_oec.serving import free_port
 from sweagent_oec.train.config import TrainConfig, load_config
 from sweagent_oec.train.dataset import IGNORE_INDEX, build_dataset, encode_record, load_records, normalize_messages, record_tools
 from sweagent_oec.train.tiny_model import build_tiny_model
@@ -434,14 +435,6 @@ def test_train_script_trains_on_cpu(tiny, tmp_path):
     proc = run_script(tmp_path, {"MODEL": str(tiny), "DATASET": str(data)}, "--max-steps", "2", "--max-length", "512", "--no-gradient-checkpointing")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"vllm serve {(tmp_path / 'out').resolve()} --served-model-name out --max-model-len 512" in proc.stdout
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
