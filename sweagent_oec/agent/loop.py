@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from sweagent_oec.agent.actions import FormatError, new_tool_call_id, parse_action, render_action
+from sweagent_oec.data.actions import FormatError, new_tool_call_id, parse_action, render_action
 from sweagent_oec.agent.actors import Actor
 from sweagent_oec.agent.history import apply_processors, to_messages
 from sweagent_oec.agent.prompts import observation_message, render, system_message

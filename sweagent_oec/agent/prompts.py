@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import jinja2
 
-from sweagent_oec.agent.actions import canonical_style
+from sweagent_oec.data.actions import canonical_style
 from sweagent_oec.config import TemplateConfig
 from sweagent_oec.tools.specs import tool_docs
 

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweagent_oec.agent.actions import canonical_style
+from sweagent_oec.data.actions import canonical_style
 from sweagent_oec.data import filters, mixing, sft
 from sweagent_oec.data.trajectory import TrajectoryFormatError, find_trajectories
 from sweagent_oec.errors import UserError

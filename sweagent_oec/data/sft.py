@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sweagent_oec.agent.actions import FormatError, canonical_style, parse_action, render_action
+from sweagent_oec.data.actions import FormatError, canonical_style, parse_action, render_action
 from sweagent_oec.config import TemplateConfig
 from sweagent_oec.data.trajectory import EXPERT, STUDENT, Step, Trajectory, TrajectoryFormatError, load_trajectory
 from sweagent_oec.tools.specs import Action, from_command_line, openai_tools, to_command_line

@@ -15,7 +15,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from sweagent_oec.agent.actions import render_action
+from sweagent_oec.data.actions import render_action
 from sweagent_oec.data.trajectory import ModelStats
 from sweagent_oec.models.base import ModelReply
 from sweagent_oec.tasks.instances import DIFF_HEADER, Instance

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sweagent_oec.agent.actions import render_action
+from sweagent_oec.data.actions import render_action
 from sweagent_oec.data.trajectory import ModelStats, TrajectoryFormatError, load_trajectory
 from sweagent_oec.errors import UserError
 from sweagent_oec.exits import AgentExit
