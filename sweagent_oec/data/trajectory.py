@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -178,6 +179,16 @@ class Trajectory(BaseModel):
 def trajectory_path(output_dir: Path | str, instance_id: str) -> Path:
     """`<out>/<instance_id>/<instance_id>.traj`, as SWE-agent lays it out."""
     return Path(output_dir) / instance_id / f"{instance_id}.traj"
+
+
+#: A branch trajectory of an instance (several rollouts from one start) is `<instance_id>__b<n>.traj`.
+BRANCH_SUFFIX = re.compile(r"__b\d+$")
+
+
+def instance_id_of(path: Path | str) -> str:
+    """The instance a `.traj` file belongs to: its stem, less a branch suffix `__b<n>`. Repeats of
+    one instance (e.g. one sub-folder per seed) share the stem."""
+    return BRANCH_SUFFIX.sub("", Path(path).stem)
 
 
 def load_trajectory(path: Path | str) -> Trajectory:
