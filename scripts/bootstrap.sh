@@ -30,3 +30,10 @@ if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-ge
   (apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }) \
     || echo "[bootstrap] could not install bubblewrap: the local runtime will run unconfined" >&2
 fi
+# In CI (and OEC_SLOW=1) the viewer's browser test needs Debian's chromium; elsewhere it skips without it.
+if { [ "${CI:-}" = "true" ] || [ "${OEC_SLOW:-}" = "1" ]; } && ! command -v chromium >/dev/null 2>&1 \
+   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[bootstrap] installing chromium (the viewer's browser test)" >&2
+  (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
+    || echo "[bootstrap] could not install chromium: the viewer's browser test will skip" >&2
+fi

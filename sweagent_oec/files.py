@@ -12,12 +12,32 @@ from typing import Any
 from sweagent_oec.errors import UserError
 
 
+def _umask() -> int:
+    # Read, not set-and-restore: os.umask(0) would briefly widen the mask for every other thread.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_umask_allows(fd: int) -> None:
+    """Give a file made by `mkstemp` (always 0600) the mode a plain `open` would: 0644 under umask 0022,
+    so teammates on shared storage can read what a run wrote."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write via a temp file in the same folder and rename, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        as_umask_allows(fd)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

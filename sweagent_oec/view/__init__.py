@@ -1,0 +1,1 @@
+"""`sweagent-oec view`: one self-contained HTML page for a trajectory folder."""
