@@ -25,6 +25,8 @@ from sweagent_oec.tasks.instances import Instance
 from sweagent_oec.tools.specs import Action, openai_tools, to_command_line
 
 log = logging.getLogger(__name__)
+#: What running code or tests leaves in a repo and a patch must not carry (git pathspecs, excluded).
+LITTER_PATHSPECS = " ".join(f"':(exclude,glob)**/{p}'" for p in ("__pycache__/**", "*.pyc", "*.pyo", ".pytest_cache/**", "*.egg-info/**"))
 
 
 class Agent:
@@ -145,7 +147,8 @@ class Agent:
         return result.output
 
     def _diff(self) -> str:
-        return self._sh(f"git add -A >/dev/null && git -c core.quotepath=false diff --cached {self.base_commit}")
+        # Build litter (bytecode, caches) never goes into a submission: binary hunks make `git apply` refuse it.
+        return self._sh(f"git add -A -- . {LITTER_PATHSPECS} >/dev/null && git -c core.quotepath=false diff --cached {self.base_commit}")
 
     def _autosubmit(self, exit_status: str, reason: str) -> None:
         log.info("%s: %s (%s)", self.instance.instance_id, exit_status, reason)
