@@ -32,6 +32,10 @@ class Reply:
     #: Close the connection without answering (a network failure).
     drop: bool = False
     extra_message: dict = field(default_factory=dict)
+    #: Sent as the whole 200 body instead of a chat completion (e.g. b"<html>garbage"): a malformed reply.
+    raw_body: bytes | None = None
+    #: Seconds between single bytes of the body (a server that trickles its answer).
+    trickle: float = 0.0
 
 
 def tool_call(name: str, arguments: dict, call_id: str | None = None) -> dict:
@@ -87,13 +91,22 @@ class OpenAIServer:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body: dict | bytes, trickle: float = 0.0) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if not trickle:
+                    self.wfile.write(data)
+                    return
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(trickle)
+                except OSError:  # the client gave up
+                    pass
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
@@ -112,6 +125,9 @@ class OpenAIServer:
                 if reply.drop:
                     self.close_connection = True
                     self.connection.close()
+                    return
+                if reply.raw_body is not None:
+                    self._send(200, reply.raw_body, reply.trickle)
                     return
                 if reply.status != 200:
                     error = {"message": reply.error_message, "type": "error", "code": reply.error_code}
@@ -140,6 +156,7 @@ class OpenAIServer:
                             "total_tokens": reply.prompt_tokens + reply.completion_tokens,
                         },
                     },
+                    reply.trickle,
                 )
 
         return Handler

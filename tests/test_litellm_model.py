@@ -121,3 +121,75 @@ def test_grammar_file_is_sent_as_extra_body(tmp_path):
         model(server, grammar_file=str(grammar), grammar_field="guided_grammar").query(MESSAGES)
     assert server.requests[0]["grammar"] == 'root ::= "x"'
     assert server.requests[1]["guided_grammar"] == 'root ::= "x"'
+
+
+# ---------------------------------------------------------------- malformed replies, deadlines, secrets (issue 13)
+
+import logging  # noqa: E402
+import time  # noqa: E402
+
+
+def _config(server, name="openai/test-model", retries=3, **kw) -> ModelConfig:
+    return ModelConfig(name=name, api_base=server.url, per_instance_cost_limit=0, **{"api_key": "sk-test", **kw},
+                       retry=RetryConfig(retries=retries, min_wait=0.01, max_wait=0.05))
+
+
+GARBAGE = [b"<html>502 Bad Gateway</html>", b"", b'{"choices": []}', b'{"id": "x", "choices": [{"index": 0', b"[1, 2]"]
+
+
+@pytest.mark.parametrize("provider", ["openai", "hosted_vllm"])
+@pytest.mark.parametrize("body", GARBAGE)
+def test_malformed_replies_are_retried_like_transient_faults(provider, body):
+    # Two unreadable replies (not JSON, cut JSON, no choices), then a good one: the call succeeds.
+    with OpenAIServer([Reply(raw_body=body), Reply(raw_body=body), Reply(content="ok")]) as server:
+        reply = LiteLLMModel(_config(server, f"{provider}/test-model"), budget=BatchBudget()).query(MESSAGES)
+    assert reply.content == "ok" and len(server.requests) == 3
+
+
+def test_malformed_replies_without_end_give_exit_api():
+    with OpenAIServer([Reply(raw_body=b"not json at all")]) as server:
+        with pytest.raises(ModelAPIError, match="after 4 attempts") as err:
+            model(server).query(MESSAGES)
+    assert err.value.exit_status == "exit_api" and len(server.requests) == 4
+
+
+def test_timeout_is_a_deadline_for_the_whole_call():
+    # The server trickles its reply one byte every 0.5 s (~200 bytes: ~100 s). httpx's per-read
+    # timeout never fires; the call must still end at `timeout`, not when the server is done.
+    with OpenAIServer([Reply(content="slow", trickle=0.5)]) as server:
+        config = _config(server, retries=0, timeout=2)
+        started = time.monotonic()
+        with pytest.raises(ModelAPIError, match="timeout=2"):
+            LiteLLMModel(config, budget=BatchBudget()).query(MESSAGES)
+        assert time.monotonic() - started < 5
+
+
+def test_a_call_past_its_deadline_is_retried():
+    with OpenAIServer([Reply(content="slow", trickle=0.5), Reply(content="fast")]) as server:
+        config = _config(server, retries=2, timeout=1.5)
+        started = time.monotonic()
+        reply = LiteLLMModel(config, budget=BatchBudget()).query(MESSAGES)
+        assert reply.content == "fast" and time.monotonic() - started < 5
+    assert len(server.requests) == 2
+
+
+def test_a_provider_error_that_echoes_the_key_is_scrubbed(caplog):
+    key = "sk-live-0123456789abcdefSECRET"
+    header = "Bearer hdr-token-9876543210ZYXW"
+    echo = Reply(status=401, error_message=f"invalid api key {key} (header {header})")
+    with OpenAIServer([echo]) as server, caplog.at_level(logging.WARNING):
+        config = _config(server, retries=0, api_key=key, completion_kwargs={"extra_headers": {"Authorization": header}})
+        with pytest.raises(ModelAPIError) as err:
+            LiteLLMModel(config, budget=BatchBudget()).query(MESSAGES)
+    assert server.requests and "invalid api key" in str(err.value)
+    assert key not in str(err.value) and "hdr-token-9876543210ZYXW" not in str(err.value) and "***" in str(err.value)
+
+
+def test_retry_warnings_are_scrubbed(caplog):
+    key = "sk-retry-0123456789abcdefSECRET"
+    with OpenAIServer([Reply(status=500, error_message=f"upstream rejected {key}"), Reply(content="ok")]) as server, \
+            caplog.at_level(logging.WARNING):
+        config = _config(server, retries=2, api_key=key)
+        assert LiteLLMModel(config, budget=BatchBudget()).query(MESSAGES).content == "ok"
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retries and all(key not in text for text in retries) and "upstream rejected ***" in retries[0]

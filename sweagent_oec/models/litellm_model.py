@@ -1,22 +1,23 @@
 """Any chat model litellm reaches: `hosted_vllm/...` + api_base (vLLM), `openai/...`, `anthropic/...`.
 
-Retries with exponential backoff on rate limits, timeouts, connection errors and 5xx; never on
-auth or bad-request errors. Counts tokens and cost; enforces the per-instance cost/call limits,
-`max_input_tokens`, and the batch's `total_cost_limit`.
+Retries (tenacity, exponential backoff with jitter) on rate limits, timeouts, connection errors,
+5xx and malformed replies; never on auth or bad-request errors. `timeout` is a deadline for each
+attempt as a whole. Error texts are scrubbed of known secrets. Counts tokens and cost; enforces
+the per-instance cost/call limits, `max_input_tokens`, and the batch's `total_cost_limit`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import random
 import threading
-import time
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
+import tenacity  # noqa: E402
 
 from sweagent_oec.config import ModelConfig  # noqa: E402
 from sweagent_oec.data.trajectory import ModelStats  # noqa: E402
@@ -28,6 +29,7 @@ from sweagent_oec.exits import (  # noqa: E402
     TotalCostLimitExceeded,
 )
 from sweagent_oec.models.base import BATCH_BUDGET, BatchBudget, ModelReply, provider_messages  # noqa: E402
+from sweagent_oec.secrets import remember, remember_config, scrub  # noqa: E402
 
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True
@@ -44,12 +46,51 @@ _unpriced_warned: set[str] = set()
 _warn_lock = threading.Lock()
 
 
+class _Transient(Exception):
+    """A fault worth another attempt: rate limit, 5xx, lost connection, deadline, a malformed reply."""
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    """`Type: message`, cut, with known secrets scrubbed (a provider error may echo the key)."""
+    return scrub(f"{type(e).__name__}: {str(e)[:limit]}")
+
+
+# Calls run on one event loop in a daemon thread: `asyncio.wait_for` gives each call a deadline
+# for the whole reply (httpx's timeout is per read: a server trickling bytes never trips it) and,
+# when it passes, cancels the request and closes its connection. One loop, so litellm's cached
+# async clients are never shared across loops; a forked child makes its own.
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid: int | None = None
+_loop_lock = threading.Lock()
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    global _loop, _loop_pid
+    with _loop_lock:
+        if _loop is None or _loop_pid != os.getpid():
+            _loop, _loop_pid = asyncio.new_event_loop(), os.getpid()
+            threading.Thread(target=_loop.run_forever, name="oec-model-calls", daemon=True).start()
+        return _loop
+
+
+def _run_with_deadline(coroutine, timeout: float):
+    future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, timeout), _event_loop())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # Ctrl-C or a stopping batch: the request does not outlive the caller
+        raise
+
+
 class LiteLLMModel:
     def __init__(self, config: ModelConfig, budget: BatchBudget = BATCH_BUDGET):
         self.config = config
         self.name = config.name
         self.stats = ModelStats()
         self.budget = budget
+        # Scrubbed from errors and logs even when this config did not come through load_config.
+        remember(config.api_key)
+        remember_config(config.completion_kwargs)
         self.grammar = None
         if config.grammar_file:
             try:
@@ -98,26 +139,50 @@ class LiteLLMModel:
         return kwargs
 
     def _call(self, kwargs: dict):
+        """One completion, retried (tenacity) on transient faults; `timeout` bounds each attempt whole."""
         retry = self.config.retry
-        for attempt in range(retry.retries + 1):
-            try:
-                return litellm.completion(**kwargs, num_retries=0)
-            except litellm.ContextWindowExceededError as e:
-                raise ContextWindowExceeded(str(e).splitlines()[0]) from e
-            except RETRYABLE as e:
-                if attempt == retry.retries:
-                    raise ModelAPIError(f"{type(e).__name__} after {attempt + 1} attempts: {str(e)[:200]}") from e
-                wait = min(retry.max_wait, retry.min_wait * 2**attempt) * (0.5 + random.random() / 2)
-                log.warning("%s: %s; retrying in %.1fs (%d/%d)", self.name, type(e).__name__, wait, attempt + 1, retry.retries)
-                time.sleep(wait)
-            except litellm.BadRequestError as e:
-                if "context" in str(e).lower() and ("length" in str(e).lower() or "window" in str(e).lower()):
-                    raise ContextWindowExceeded(str(e).splitlines()[0]) from e
-                raise ModelAPIError(f"{type(e).__name__}: {str(e)[:300]}") from e
-            except (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError) as e:
-                raise ModelAPIError(f"{type(e).__name__}: {str(e)[:300]}") from e
-            except litellm.APIError as e:
-                raise ModelAPIError(f"{type(e).__name__}: {str(e)[:300]}") from e
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(retry.retries + 1),
+            wait=tenacity.wait_random_exponential(multiplier=retry.min_wait, max=retry.max_wait, min=retry.min_wait / 2),
+            retry=tenacity.retry_if_exception_type(_Transient),
+            before_sleep=lambda state: log.warning(
+                "%s: %s; retrying in %.1fs (%d/%d)", self.name, state.outcome.exception(),
+                state.next_action.sleep, state.attempt_number, retry.retries),
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, kwargs)
+        except _Transient as e:
+            raise ModelAPIError(f"{e} (after {retry.retries + 1} attempts)") from None
+
+    def _attempt(self, kwargs: dict):
+        """One request, done within `timeout` seconds or cancelled; every error is sorted and scrubbed."""
+        try:
+            response = _run_with_deadline(litellm.acompletion(**kwargs, num_retries=0), self.config.timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise _Transient(f"Timeout: no complete reply within timeout={self.config.timeout:g}s") from None
+        except litellm.ContextWindowExceededError as e:
+            raise ContextWindowExceeded(_short(e)) from None
+        except (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError) as e:
+            raise ModelAPIError(_short(e)) from None
+        except litellm.BadRequestError as e:
+            text = str(e).lower()
+            if "context" in text and ("length" in text or "window" in text):
+                raise ContextWindowExceeded(_short(e)) from None
+            raise ModelAPIError(_short(e)) from None
+        except RETRYABLE as e:
+            raise _Transient(_short(e)) from None
+        except litellm.APIError as e:
+            # A reply litellm could not read (not JSON, no choices) comes as a bare APIError: a
+            # transient fault like a 5xx; a 4xx the server meant is not retried.
+            status = getattr(e, "status_code", None)
+            if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
+                raise ModelAPIError(_short(e)) from None
+            raise _Transient(_short(e)) from None
+        choices = getattr(response, "choices", None)
+        if not choices or getattr(choices[0], "message", None) is None:
+            raise _Transient("malformed reply: no choices[0].message")
+        return response
 
     def _cost(self, response, prompt_tokens: int, completion_tokens: int) -> float:
         price = self.config.price_per_million_tokens
