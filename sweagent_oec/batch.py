@@ -22,6 +22,7 @@ import yaml
 
 from sweagent_oec.config import RunConfig
 from sweagent_oec.data.trajectory import (
+    ModelStats,
     TrajectoryFormatError,
     TrajectoryWriter,
     load_trajectory,
@@ -32,6 +33,7 @@ from sweagent_oec.exits import Interrupted
 from sweagent_oec.files import atomic_write_text
 from sweagent_oec.harness.predictions import Prediction, load_predictions, write_predictions
 from sweagent_oec.models.base import BATCH_BUDGET
+from sweagent_oec.models.pricing import check_prices
 from sweagent_oec.runner import run_instance
 from sweagent_oec.tasks.instances import Instance
 
@@ -73,11 +75,41 @@ class BatchState:
     skipped: int = 0
     running: set[str] = field(default_factory=set)
     exit_statuses: dict[str, str] = field(default_factory=dict)
+    #: Per model role (student/expert, or the model's name without switching): instance id -> stats.
+    role_stats: dict[str, dict[str, ModelStats]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     started: float = field(default_factory=time.monotonic)
 
     def counts(self) -> Counter:
         return Counter(self.exit_statuses.values())
+
+    def note_stats(self, iid: str, info: dict) -> None:
+        oec = info.get("oec") or {}
+        per_role = oec.get("model_stats") if isinstance(oec, dict) else None
+        if not per_role and info.get("model_stats"):
+            per_role = {"model": info["model_stats"]}
+        for role, stats in (per_role or {}).items():
+            try:
+                self.role_stats.setdefault(str(role), {})[iid] = ModelStats.model_validate(stats)
+            except ValueError:
+                continue  # a foreign trajectory's stats: not counted
+
+    def cost_table(self) -> str:
+        """Per role: instances, calls, tokens sent/received, cached tokens (read/write), dollars."""
+        header = ("role", "instances", "calls", "tokens sent", "tokens received", "cache read", "cache write", "cost $")
+        rows = []
+        for role, per_instance in sorted(self.role_stats.items()):
+            total = ModelStats()
+            for stats in per_instance.values():
+                total = total.add(stats)
+            rows.append((role, str(len(per_instance)), str(total.api_calls), str(total.tokens_sent), str(total.tokens_received),
+                         str(total.cache_read_tokens), str(total.cache_write_tokens), f"{total.instance_cost:.4f}"))
+        if len(rows) > 1:
+            cost = sum(float(r[-1]) for r in rows)
+            rows.append(("all", "", "", "", "", "", "", f"{cost:.4f}"))
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                         for r in [header, *rows])
 
 
 class BatchRun:
@@ -89,6 +121,7 @@ class BatchRun:
         self.preds: dict[str, Prediction] = load_predictions(self.preds_path) if self.preds_path.exists() else {}
         self.stop = threading.Event()
         self.cost_limit = total_cost_limit(config)
+        check_prices(config.agent.model)  # a cost limit over an unpriced model: refuse before any instance
         self.state = BatchState(total=len(instances))
         self.no_new_work = False
 
@@ -139,6 +172,7 @@ class BatchRun:
 
     def _note(self, iid: str, info: dict, skipped: bool) -> None:
         self.state.exit_statuses[iid] = str(info.get("exit_status"))
+        self.state.note_stats(iid, info)
         if skipped:
             self.state.skipped += 1
         else:

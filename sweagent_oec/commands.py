@@ -61,6 +61,7 @@ def run_batch_command(
     state = BatchRun(run_config, chosen, out, num_workers, redo_existing).run(progress=progress)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(state.counts().items())) or "none"
     typer.echo(f"{state.done} run, {state.skipped} already done; exit statuses: {counts}")
+    typer.echo(state.cost_table())
     typer.echo(f"trajectories and preds.json in {out} (summary: {out / EXIT_STATUS_FILE})")
 
 

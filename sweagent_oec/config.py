@@ -135,6 +135,24 @@ class SwitchingCriteria(Strict):
         return self
 
 
+class Price(Strict):
+    """Dollars per million tokens: uncached input, output, cached input read, cache write."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) not in (2, 4):
+                raise ValueError("give [input, output], [input, output, cache_read, cache_write] or a mapping")
+            return dict(zip(("input", "output", "cache_read", "cache_write"), value))
+        return value
+
+
 class ModelConfig(Strict):
     """`agent.model`: a litellm model, `replay`, `oracle`, or `switching` over [student, expert]."""
 
@@ -156,8 +174,14 @@ class ModelConfig(Strict):
     #: with every request as `extra_body[grammar_field]`; vLLM takes "guided_grammar".
     grammar_file: str | None = None
     grammar_field: str = "grammar"
-    #: Replaces the cost of models litellm cannot price: dollars per million tokens (input, output).
-    price_per_million_tokens: tuple[float, float] | None = None
+    #: SWE-agent's keys: stop sequences; system prompt sent as a user message (for models without
+    #: a system role); a litellm model-cost JSON (`model_cost` format) to price models from.
+    stop: list[str] = Field(default_factory=list)
+    convert_system_to_user: bool = False
+    litellm_model_registry: str | None = None
+    #: Dollars per million tokens; overrides every other price (models/pricing.py). `[input, output]`
+    #: or `{input, output, cache_read, cache_write}` (cache prices default to the input price).
+    price_per_million_tokens: Price | None = None
     #: replay: a `.traj` file or a JSONL of responses.
     replay_path: str | None = None
     #: switching: [student, expert]; each may carry its own templates, tools, history processors.
@@ -223,8 +247,10 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def apply_override(data: dict, override: str) -> dict:
-    """`agent.model.temperature=0.5`: the value is read as YAML (numbers, lists, true/false)."""
+def apply_override(data: dict, override: str, base_dir: Path | None = None) -> dict:
+    """`agent.model.temperature=0.5`, `agent.model.models.0.name=x`: the value is read as YAML
+    (numbers, lists, true/false); a number in the path indexes a list. A relative path value of a
+    path key (PATH_KEYS) is taken relative to `base_dir` (the current directory)."""
     if "=" not in override:
         raise UserError(f"override {override!r} must look like key.path=value")
     path, _, text = override.partition("=")
@@ -235,24 +261,56 @@ def apply_override(data: dict, override: str) -> dict:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
-    nested: Any = value
-    for key in reversed(keys):
-        nested = {key: nested}
-    return deep_merge(data, nested)
+    if keys[-1] in PATH_KEYS:
+        value = _absolute_path(value, base_dir or Path.cwd())
+    out = copy.deepcopy(data)
+    node: Any = out
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[:depth]) or "<top>"
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not re.fullmatch(r"-?\d+", key) or not -len(node) <= int(key) < len(node):
+                raise UserError(f"override {override!r}: {where} is a list of {len(node)}; {key!r} is not an index in it")
+            index = int(key)
+            if last:
+                node[index] = _merged(node[index], value)
+            else:
+                if node[index] is None:
+                    node[index] = {}
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = _merged(node.get(key), value)
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise UserError(f"override {override!r}: {where} holds {node!r}, not a mapping or list")
+    return out
 
 
-def resolve_env_refs(data: Any, path: str = "") -> Any:
-    """Replace "$VAR" / "${VAR}" strings with the variable's value; a missing variable is an error."""
+def _merged(old: Any, new: Any) -> Any:
+    return deep_merge(old, new) if isinstance(old, dict) and isinstance(new, dict) else copy.deepcopy(new)
+
+
+def resolve_env_refs(data: Any, path: str = "", errors: list[str] | None = None) -> Any:
+    """Replace "$VAR" / "${VAR}" strings with the variable's value; a missing variable is an error
+    (collected into `errors` when given, raised at once otherwise)."""
     if isinstance(data, dict):
-        return {k: resolve_env_refs(v, f"{path}.{k}" if path else str(k)) for k, v in data.items()}
+        return {k: resolve_env_refs(v, f"{path}.{k}" if path else str(k), errors) for k, v in data.items()}
     if isinstance(data, list):
-        return [resolve_env_refs(v, f"{path}[{i}]") for i, v in enumerate(data)]
+        return [resolve_env_refs(v, f"{path}.{i}", errors) for i, v in enumerate(data)]
     if isinstance(data, str):
         match = _VAR.match(data.strip())
         if match:
             name = match.group(1)
             if name not in os.environ:
-                raise UserError(f"config key {path} refers to ${name}, which is not set in the environment")
+                message = f"config key {path} refers to ${name}, which is not set in the environment"
+                if errors is None:
+                    raise UserError(message)
+                errors.append(message)
+                return data
             return os.environ[name]
     return data
 
@@ -278,6 +336,10 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not a text file") from None
     except yaml.YAMLError as e:
         raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -287,37 +349,231 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
-    if first["type"] == "extra_forbidden":
+# ---------------------------------------------------------------- relative paths
+
+#: Keys whose values are files: a relative path resolves against the directory of the config file
+#: that set it (an override's, against the current directory), wherever the key sits.
+PATH_KEYS = frozenset({"replay_path", "grammar_file", "litellm_model_registry"})
+
+
+def _absolute_path(value: Any, base_dir: Path) -> Any:
+    if not isinstance(value, str) or not value.strip() or _VAR.match(value.strip()):
+        return value
+    path = Path(value).expanduser()
+    return value if path.is_absolute() else os.path.normpath(base_dir / path)
+
+
+def resolve_paths(data: Any, base_dir: Path) -> Any:
+    if isinstance(data, dict):
+        return {k: _absolute_path(v, base_dir) if k in PATH_KEYS else resolve_paths(v, base_dir) for k, v in data.items()}
+    if isinstance(data, list):
+        return [resolve_paths(v, base_dir) for v in data]
+    return data
+
+
+# ---------------------------------------------------------------- SWE-agent's keys
+
+_ANY = object()
+_NEVER = object()
+
+#: SWE-agent 1.x keys that no class here has a field for: `{section: {key: (accepted, why)}}`. A
+#: key is accepted (and dropped) when its value is the one given, which changes nothing here
+#: (`_ANY`: any value); any other value is an error naming the key and the reason. A key that a
+#: class has a field for is never looked up here: the field wins.
+SWE_AGENT_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
+    "run": {
+        "instances": (_NEVER, "give instances on the command line (run-batch --instances)"),
+        "num_workers": (_NEVER, "give it on the command line (run-batch --num-workers)"),
+        "redo_existing": (_NEVER, "give it on the command line (run-batch --redo-existing)"),
+        "problem_statement": (_NEVER, "tasks come from --instances (JSON/JSONL, datasets, 'embedded')"),
+        "suffix": (_NEVER, "name the folder with output_dir"),
+        "env_var_path": (_NEVER, "set variables in the environment and refer to them as $VAR"),
+        "actions": (_NEVER, "post-run actions (open a PR, apply the patch) are not supported"),
+        "random_delay_multiplier": (_NEVER, "workers start without a random delay here"),
+        "progress_bar": (_NEVER, "give --no-progress on the command line"),
+    },
+    "agent": {
+        "type": ("default", "only SWE-agent's default agent loop exists here"),
+        "name": ("main", "history items name the agent `main`"),
+        "action_sampler": (None, "action samplers (several candidate actions per step) are not supported"),
+    },
+    "model": {
+        "delay": (0.0, "a minimum delay between queries is not supported; rate limits are retried with backoff"),
+        "fallbacks": ([], "fallback models are not supported: each role is one model, so a trajectory says who acted"),
+        "choose_api_key_by_thread": (_ANY, "one API key per model here"),
+        "custom_tokenizer": (None, "max_input_tokens is counted with litellm's tokenizer for the model"),
+    },
+    "tools": {
+        "submit_command": ("submit", "the submit tool is always named `submit`"),
+        "command_docs": (None, "tool docs are generated from the tools"),
+        "multi_line_command_endings": ({}, "multi-line (heredoc) commands are not supported"),
+        "submit_command_end_name": (None, "multi-line (heredoc) commands are not supported"),
+        "reset_commands": ([], "use env.startup_commands"),
+        "install_timeout": (300, "tools are copied in, not installed, so there is no install timeout"),
+        "filter": ({}, "command filters (blocklists) are not supported"),
+    },
+    "templates": {
+        "strategy_template": (None, "a strategy template is not supported"),
+        "demonstration_template": (None, "demonstrations are not supported"),
+        "demonstrations": ([], "demonstrations are not supported"),
+        "put_demos_in_history": (False, "demonstrations are not supported"),
+        "disable_image_processing": (_ANY, "no images are processed here"),
+        "shell_check_error_template": (None, "bash syntax checks are not supported"),
+    },
+    "history_processor": {
+        "polling": (1, "observations are elided on every step"),
+        "last_n_messages_offset": (0, "cache marks go on the last messages"),
+        "tagged_roles": (["user", "tool"], "cache marks go on user and tool messages"),
+    },
+    "bundle": {
+        "hidden_tools": ([], "hiding a bundle's tools is not supported"),
+    },
+}
+
+#: SWE-agent names of keys that exist here under another name: `{section: {theirs: ours}}`.
+SWE_AGENT_RENAMES = {"templates": {"command_cancelled_timeout_template": "command_timeout_template"}}
+
+
+def _section(node: Any, cls: type[BaseModel] | None, section: str, path: str, errors: list[str]) -> None:
+    """Apply SWE_AGENT_RENAMES and SWE_AGENT_KEYS to one mapping, in place."""
+    if not isinstance(node, dict):
+        return
+    fields = cls.model_fields if cls is not None else {}
+    for theirs, ours in SWE_AGENT_RENAMES.get(section, {}).items():
+        if theirs in node and theirs not in fields:
+            if ours in node:
+                errors.append(f"config keys {path}.{theirs} and {path}.{ours} are the same setting: give one")
+                del node[theirs]
+            else:
+                node[ours] = node.pop(theirs)
+    for key in list(node):
+        if key in fields or key not in SWE_AGENT_KEYS.get(section, {}):
+            continue
+        accepted, why = SWE_AGENT_KEYS[section][key]
+        value = node.pop(key)
+        if accepted is not _ANY and value != accepted:
+            shown = "" if isinstance(value, (dict, list)) and len(str(value)) > 60 else f" (got {value!r})"
+            errors.append(f"config key {path}.{key}: {why}{shown}")
+
+
+def _tools(node: Any, path: str, errors: list[str]) -> None:
+    """SWE-agent bundles: `{path: tools/x}` entries become the string `tools/x`."""
+    _section(node, ToolsConfig, "tools", path, errors)
+    if not isinstance(node, dict) or not isinstance(node.get("bundles"), list):
+        return
+    bundles = []
+    for i, bundle in enumerate(node["bundles"]):
+        if isinstance(bundle, dict):
+            where = f"{path}.bundles.{i}"
+            _section(bundle, None, "bundle", where, errors)
+            unknown = sorted(set(bundle) - {"path"})
+            if unknown:
+                errors.append(f"unknown config key {where}.{unknown[0]}" if len(unknown) == 1 else
+                              f"unknown config keys {', '.join(f'{where}.{k}' for k in unknown)}")
+                continue
+            if not isinstance(bundle.get("path"), str):
+                errors.append(f"config key {where}: a bundle is a path or {{path: <path>}}")
+                continue
+            bundle = bundle["path"]
+        bundles.append(bundle)
+    node["bundles"] = bundles
+
+
+def _agent_parts(node: dict, path: str, errors: list[str]) -> None:
+    _tools(node.get("tools"), f"{path}.tools", errors)
+    _section(node.get("templates"), TemplateConfig, "templates", f"{path}.templates", errors)
+    processors = node.get("history_processors")
+    if isinstance(processors, list):
+        kept = []
+        for i, processor in enumerate(processors):
+            if isinstance(processor, dict) and processor.get("type") == "default" and len(processor) == 1:
+                continue  # SWE-agent's no-op processor
+            _section(processor, HistoryProcessorConfig, "history_processor", f"{path}.history_processors.{i}", errors)
+            kept.append(processor)
+        node["history_processors"] = kept
+
+
+def swe_agent_compat(data: dict, errors: list[str]) -> dict:
+    """SWE-agent 1.x (and its OEC fork's switching) YAML, brought to this schema; what cannot be
+    honoured goes into `errors`, each naming the key and why."""
+    data = copy.deepcopy(data)
+    _section(data, RunConfig, "run", "<top>", errors)
+    agent = data.get("agent")
+    if not isinstance(agent, dict):
+        return data
+    _section(agent, AgentConfig, "agent", "agent", errors)
+    _agent_parts(agent, "agent", errors)
+    model = agent.get("model")
+    if isinstance(model, dict):
+        _section(model, ModelConfig, "model", "agent.model", errors)
+        if isinstance(model.get("models"), list):
+            for i, sub in enumerate(model["models"]):
+                if isinstance(sub, dict):
+                    _section(sub, SubModelConfig, "model", f"agent.model.models.{i}", errors)
+                    _agent_parts(sub, f"agent.model.models.{i}", errors)
+    return data
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _describe_one(error: dict) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    if error["type"] == "extra_forbidden":
         return f"unknown config key {loc}"
-    if first["type"] == "missing":
+    if error["type"] == "missing":
         return f"config key {loc} is required"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"config key {loc or '<top>'}: {first['msg']}{shown}"
+    value = error.get("input")
+    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    return f"config key {loc or '<top>'}: {error['msg']}{shown}"
+
+
+def _describe(error: ValidationError) -> list[str]:
+    out: list[str] = []
+    for e in error.errors():
+        text = _describe_one(e)
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def _raise_all(errors: list[str]) -> None:
+    if len(errors) == 1:
+        raise UserError(errors[0])
+    if errors:
+        raise UserError(f"{len(errors)} config errors: " + "; ".join(errors))
 
 
 def build_config(data: dict, resolve_env: bool = True) -> RunConfig:
-    """Validate a config dict. `resolve_env=False` leaves `$VAR`s as text: for reading a config's
-    prompts and tools (e.g. SFT export) without the run's secrets and endpoints."""
+    """Validate a config dict; every error is listed at once, in one line. `resolve_env=False`
+    leaves `$VAR`s as text: for reading a config's prompts and tools (e.g. SFT export) without the
+    run's secrets and endpoints."""
+    if not isinstance(data, dict):
+        raise UserError("a config must be a mapping at the top level")
     raw = redact_secrets(data)
+    errors: list[str] = []
+    values = swe_agent_compat(data, errors)
+    if resolve_env:
+        values = resolve_env_refs(values, errors=errors)
+    config = None
     try:
-        config = RunConfig.model_validate(resolve_env_refs(data) if resolve_env else data)
+        config = RunConfig.model_validate(values)
     except ValidationError as e:
-        raise UserError(_describe(e)) from None
+        errors.extend(_describe(e))
+    _raise_all(errors)
     config.raw = raw
     return config
 
 
 def load_config(paths: list[Path | str], overrides: list[str] | None = None, resolve_env: bool = True) -> RunConfig:
-    """Merge the files in order, then the overrides, then resolve `$VAR`s and validate."""
+    """Merge the files in order (relative paths in each resolved against its folder), then the
+    overrides, then resolve `$VAR`s and validate."""
     if not paths:
         raise UserError("give at least one --config file (see config/ for examples)")
     data: dict = {}
     for path in paths:
-        data = deep_merge(data, _read_yaml(Path(path)))
+        path = Path(path)
+        data = deep_merge(data, resolve_paths(_read_yaml(path), Path(os.path.abspath(path)).parent))
     for override in overrides or []:
         data = apply_override(data, override)
     return build_config(data, resolve_env)

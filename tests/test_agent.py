@@ -79,7 +79,8 @@ def test_litellm_agent_over_loopback_with_context_exit_and_no_secret_in_output(t
               Reply(status=400, error_code="context_length_exceeded", error_message="maximum context length is 100 tokens")]
     with OpenAIServer(script) as server:
         config = build_config({"agent": {"model": {"name": "openai/test-model", "api_base": server.url,
-                                                   "api_key": "$OPENAI_API_KEY", "retry": {"retries": 0}}}})
+                                                   "api_key": "$OPENAI_API_KEY", "retry": {"retries": 0},
+                                                   "per_instance_cost_limit": 0}}})
         path, info = run_instance(config, tinycalc(tmp_path), tmp_path / "out")
     assert info["exit_status"] == "submitted (exit_context)"
     traj = load_trajectory(path)

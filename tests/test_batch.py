@@ -113,7 +113,7 @@ def test_flaky_server_still_completes_twenty_instances(tmp_path):
 
     with OpenAIServer(answer) as server:
         config = write_config(tmp_path, {"agent": {"model": {
-            "name": "openai/flaky", "api_base": server.url, "api_key": "k", "timeout": 1,
+            "name": "openai/flaky", "api_base": server.url, "api_key": "k", "timeout": 1, "per_instance_cost_limit": 0,
             "retry": {"retries": 8, "min_wait": 0.05, "max_wait": 0.2}}}})
         run_batch(tmp_path, config, instances_file(tmp_path, 20), tmp_path / "out", "-w", "8", timeout=300)
     statuses = yaml.safe_load((tmp_path / "out" / "run_batch_exit_statuses.yaml").read_text())
@@ -122,7 +122,7 @@ def test_flaky_server_still_completes_twenty_instances(tmp_path):
 
 def test_server_down_gives_each_instance_exit_api(tmp_path):
     config = write_config(tmp_path, {"agent": {"model": {
-        "name": "openai/down", "api_base": "http://127.0.0.1:9/v1", "api_key": "k", "timeout": 2,
+        "name": "openai/down", "api_base": "http://127.0.0.1:9/v1", "api_key": "k", "timeout": 2, "per_instance_cost_limit": 0,
         "retry": {"retries": 1, "min_wait": 0.01, "max_wait": 0.01}}}})
     result = run_batch(tmp_path, config, instances_file(tmp_path, 3), tmp_path / "out", "-w", "3")
     statuses = yaml.safe_load((tmp_path / "out" / "run_batch_exit_statuses.yaml").read_text())

@@ -78,7 +78,7 @@ def test_xml_student_hands_over_to_a_tool_calling_expert(tmp_path):
         return Reply(content="Expert here.", tool_calls=[call])
 
     with OpenAIServer(answer) as server:
-        common = {"api_base": server.url, "api_key": "k", "retry": {"retries": 0}}
+        common = {"api_base": server.url, "api_key": "k", "retry": {"retries": 0}, "per_instance_cost_limit": 0}
         student = {"name": "openai/student", **common, "tools": {"parse_function": {"type": "xml_function_calling"}},
                    "history_processors": [{"type": "last_n_observations", "n": 1}]}
         expert = {"name": "openai/expert", **common, "tools": {"parse_function": {"type": "function_calling"}}}
@@ -114,7 +114,7 @@ def test_tool_student_hands_over_to_an_xml_expert(tmp_path):
         return Reply(content="Done.\n<function=submit>\n</function>")
 
     with OpenAIServer(answer) as server:
-        expert = {"name": "openai/expert", "api_base": server.url, "api_key": "k",
+        expert = {"name": "openai/expert", "api_base": server.url, "api_key": "k", "per_instance_cost_limit": 0,
                   "tools": {"parse_function": {"type": "xml_function_calling"}}}
         data = switching_config(replay_side(student), expert, {"type": "step_count", "threshold": 2})
         run_instance(build_config(data), tinycalc(tmp_path), tmp_path / "out")

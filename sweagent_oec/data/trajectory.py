@@ -64,6 +64,9 @@ class ModelStats(BaseModel):
     tokens_sent: int = 0
     tokens_received: int = 0
     api_calls: int = 0
+    #: Of tokens_sent: input read from / written to the provider's prompt cache (Anthropic, OpenAI).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def add(self, other: "ModelStats") -> "ModelStats":
         return ModelStats(
@@ -71,6 +74,8 @@ class ModelStats(BaseModel):
             tokens_sent=self.tokens_sent + other.tokens_sent,
             tokens_received=self.tokens_received + other.tokens_received,
             api_calls=self.api_calls + other.api_calls,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
 

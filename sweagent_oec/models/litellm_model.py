@@ -2,8 +2,9 @@
 
 Retries (tenacity, exponential backoff with jitter) on rate limits, timeouts, connection errors,
 5xx and malformed replies; never on auth or bad-request errors. `timeout` is a deadline for each
-attempt as a whole. Error texts are scrubbed of known secrets. Counts tokens and cost; enforces
-the per-instance cost/call limits, `max_input_tokens`, and the batch's `total_cost_limit`.
+attempt as a whole. Error texts are scrubbed of known secrets. Counts tokens (cache reads and
+writes too) and cost (`pricing.py`: a model with a cost limit and no price refuses to start);
+enforces the per-instance cost/call limits, `max_input_tokens`, and the batch's `total_cost_limit`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sweagent_oec.exits import (  # noqa: E402
     TotalCostLimitExceeded,
 )
 from sweagent_oec.models.base import BATCH_BUDGET, BatchBudget, ModelReply, provider_messages  # noqa: E402
+from sweagent_oec.models.pricing import cost, require_price, usage_of  # noqa: E402
 from sweagent_oec.secrets import remember, remember_config, scrub  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,6 @@ RETRYABLE = (
     litellm.ServiceUnavailableError,
     litellm.BadGatewayError,
 )
-_unpriced_warned: set[str] = set()
-_warn_lock = threading.Lock()
 
 
 class _Transient(Exception):
@@ -88,6 +88,7 @@ class LiteLLMModel:
         self.name = config.name
         self.stats = ModelStats()
         self.budget = budget
+        self.price = require_price(config)  # None: unpriced and unlimited, counted as $0
         # Scrubbed from errors and logs even when this config did not come through load_config.
         remember(config.api_key)
         remember_config(config.completion_kwargs)
@@ -117,7 +118,12 @@ class LiteLLMModel:
 
     def _completion_kwargs(self, messages: list[dict], tools: list[dict] | None) -> dict:
         c = self.config
-        kwargs = dict(model=self.name, messages=provider_messages(messages), temperature=c.temperature, timeout=c.timeout)
+        messages = provider_messages(messages)
+        if c.convert_system_to_user:
+            messages = [{**m, "role": "user"} if m.get("role") == "system" else m for m in messages]
+        kwargs = dict(model=self.name, messages=messages, temperature=c.temperature, timeout=c.timeout)
+        if c.stop:
+            kwargs["stop"] = list(c.stop)
         if c.top_p is not None:
             kwargs["top_p"] = c.top_p
         if c.max_output_tokens:
@@ -184,32 +190,17 @@ class LiteLLMModel:
             raise _Transient("malformed reply: no choices[0].message")
         return response
 
-    def _cost(self, response, prompt_tokens: int, completion_tokens: int) -> float:
-        price = self.config.price_per_million_tokens
-        if price is not None:
-            return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
-        try:
-            return float(litellm.completion_cost(completion_response=response, model=self.name) or 0.0)
-        except Exception:  # litellm raises for models it cannot price (e.g. a local vLLM model)
-            with _warn_lock:
-                if self.name not in _unpriced_warned:
-                    _unpriced_warned.add(self.name)
-                    log.warning("litellm has no price for %s: its cost is counted as 0 "
-                                "(set price_per_million_tokens to count it)", self.name)
-            return 0.0
-
     def query(self, messages: list[dict], tools: list[dict] | None = None) -> ModelReply:
         self._check_limits(messages)
         response = self._call(self._completion_kwargs(messages, tools))
         choice = response.choices[0].message
-        usage = getattr(response, "usage", None)
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        cost = self._cost(response, prompt_tokens, completion_tokens)
+        usage = usage_of(response)
+        spent = cost(self.price, usage) if self.price is not None else 0.0
         self.stats = self.stats.add(
-            ModelStats(instance_cost=cost, tokens_sent=prompt_tokens, tokens_received=completion_tokens, api_calls=1)
+            ModelStats(instance_cost=spent, tokens_sent=usage.input_tokens, tokens_received=usage.output_tokens,
+                       api_calls=1, cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens)
         )
-        self.budget.add(cost)
+        self.budget.add(spent)
         tool_calls = None
         if getattr(choice, "tool_calls", None):
             tool_calls = [
