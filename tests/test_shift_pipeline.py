@@ -83,7 +83,9 @@ def test_shift_writes_table_json_and_plots(sets, tmp_path):
           "--out", str(out), "--cache-dir", str(sets / "cache"), "--min-instances", "8", "--bootstrap", "10", "--pca", "8")
     with open(out / "shift.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["metric", "set", "reference", "turn", "n", "estimate", "ci_low", "ci_high", "level", "n_boot"]
+    assert list(rows[0]) == ["metric", "set", "reference", "turn", "n", "estimate", "ci_low", "ci_high", "level", "n_boot",
+                             "n_rollouts", "protocol"]
+    assert {r["protocol"] for r in rows} == {"default"}
     assert {r["metric"] for r in rows} == {"frechet", "kl", "mmd2", "auc"}
     # Turn 7 has only the 4 expert runs of full length: below --min-instances, so not reported.
     assert sorted({int(r["turn"]) for r in rows}) == list(range(1, N_TURNS))
@@ -118,14 +120,41 @@ def test_second_run_embeds_nothing_and_cut_at_median(sets, tmp_path):
     assert {r["metric"] for r in second["rows"]} == {"frechet", "mmd2"}
 
 
-def test_one_rollout_per_instance_picked_by_seed(tmp_path):
+def test_several_rollouts_per_instance_all_used_or_capped_by_seed(tmp_path):
     for run in ("seed1", "seed2", "seed3"):
         write_set(tmp_path / run, STUDENT, n_instances=3, seed=int(run[-1]))
-    picks = {seed: load_set("s", tmp_path, "action", seed=seed).sources for seed in range(6)}
-    assert all(len(p) == 3 for p in picks.values())
-    assert picks[0] == load_set("s", tmp_path, "action", seed=0).sources  # reproducible
-    assert len({tuple(sorted(p.values())) for p in picks.values()}) > 1  # the seed changes the pick
-    assert load_set("s", tmp_path, "action").rollouts == {f"repo__pkg.{i:04d}": 3 for i in range(3)}
+    every = load_set("s", tmp_path, "action")
+    assert {iid: len(rs) for iid, rs in every.rollouts.items()} == {f"repo__pkg.{i:04d}": 3 for i in range(3)}
+    assert every.several() == 3 and every.set_aside == {}
+    picks = {seed: {iid: tuple(r.path for r in rs) for iid, rs in load_set("s", tmp_path, "action", seed=seed, max_rollouts=2).rollouts.items()}
+             for seed in range(6)}
+    assert all(len(p) == 2 for pick in picks.values() for p in pick.values())
+    assert picks[0] == {iid: tuple(r.path for r in rs) for iid, rs in load_set("s", tmp_path, "action", seed=0, max_rollouts=2).rollouts.items()}
+    assert len({tuple(sorted(p.items())) for p in picks.values()}) > 1  # the seed changes the pick
+    assert load_set("s", tmp_path, "action", max_rollouts=2).set_aside == {"beyond 2 rollouts per instance": 3}
+
+
+def test_default_protocol_uses_every_rollout(sets, tmp_path):
+    """Two student rollouts per instance (a repeat in a sub-folder and a branch file): rows count
+    the instances once and every rollout in n_rollouts."""
+    import shutil
+
+    both = tmp_path / "student"
+    shutil.copytree(sets / "qwen", both / "seed0")
+    write_set(tmp_path / "again", STUDENT, seed=5)
+    for traj in (tmp_path / "again").rglob("*.traj"):
+        target = both / "seed5" / traj.parent.name / f"{traj.stem}__b1.traj"
+        target.parent.mkdir(parents=True)
+        shutil.copy(traj, target)
+    out = tmp_path / "out"
+    result = shift("--set", f"expert={sets / 'claude'}", "--set", f"student={both}", "--out", str(out), "--cache-dir", str(sets / "cache"),
+                   "--min-instances", "8", "--bootstrap", "10", "--metric", "frechet", "--metric", "mmd2", "--metric", "auc", "--pca", "8")
+    summary = json.loads((out / "shift.json").read_text())
+    assert summary["sets"]["student"]["rollouts"] == 24 and summary["sets"]["student"]["instances_with_several_rollouts"] == 12
+    first = next(r for r in summary["rows"] if r["turn"] == 1)
+    assert (first["n"], first["n_rollouts"]) == (12, 24)
+    assert all(r["ci_low"] <= r["ci_high"] and r["n_boot"] >= 5 for r in summary["rows"])
+    assert "default protocol" in result.output
 
 
 def test_swe_agent_trajectories_including_history_only_ones():
@@ -133,8 +162,14 @@ def test_swe_agent_trajectories_including_history_only_ones():
     assert [s.action for s in steps][:2] == ["find_file missing_colon.py", 'open "tests/missing_colon.py"']
     assert steps[0].observation.startswith('Found 1 matches for "missing_colon.py"')
     loaded = load_set("swe", FIXTURES, "both")
-    assert len(loaded.turns) == 3 and len(loaded.turns["function_calling_simple"]) == 5
-    assert loaded.turns["marshmallow-1867.xml"][1].startswith("create reproduce.py\n")
+    assert len(loaded.rollouts) == 3 and len(loaded.rollouts["function_calling_simple"][0].texts) == 5
+    assert loaded.rollouts["marshmallow-1867.xml"][0].texts[1].startswith("create reproduce.py\n")
+    # The paper protocol's unit: every message, tool calls included.
+    from covariate_shift_analysis.turns import message_texts
+
+    messages = message_texts(load_trajectory(FIXTURES / "function_calling_simple.traj"))
+    assert len(messages) == len(load_trajectory(FIXTURES / "function_calling_simple.traj").history)
+    assert any("find_file(" in m and "missing_colon.py" in m for m in messages)
 
 
 def test_bad_inputs_fail_with_one_line(sets, tmp_path):
