@@ -116,23 +116,75 @@ class RetryConfig(Strict):
 
 
 class SwitchingCriteria(Strict):
-    """When the expert takes over from the student."""
+    """When the expert takes over from the student.
 
-    type: Literal["step_count", "random_step_range", "token_count", "cost"]
-    #: step_count: switch after this many student queries; token_count / cost: after this much use.
+    Schedules: `step_count`, `random_step_range`, `token_count`, `cost`. Triggers on the student's
+    behaviour: `loop` (the SFT filter's repetition rules, applied live), `format_errors` (`threshold`
+    malformed replies in a row), `judge` (every `every` student steps a judge model reads the run so
+    far and answers intervene/continue). `any_of` combines criteria: the first to fire wins.
+    `branches`: one student rollout seeds an expert takeover at each of `steps` (or `k` steps drawn
+    from [start_step, end_step])."""
+
+    type: Literal["step_count", "random_step_range", "token_count", "cost", "loop", "format_errors", "judge",
+                  "any_of", "branches"]
+    #: step_count: switch after this many student queries; token_count / cost: after this much use;
+    #: format_errors: after this many malformed replies in a row.
     threshold: float | None = None
-    #: random_step_range: a uniform integer in [start_step, end_step], inclusive, drawn per instance.
+    #: random_step_range (and branches with k): a uniform integer in [start_step, end_step], inclusive, drawn per instance.
     start_step: int | None = None
     end_step: int | None = None
+    #: loop: the repetition rules of `convert`'s filter (0 turns a rule off).
+    max_consecutive: int = Field(3, ge=0)
+    cycle_repeats: int = Field(3, ge=0)
+    max_total: int = Field(10, ge=0)
+    #: judge: ask every this many student steps, with this model and (optionally) this system prompt.
+    every: int | None = Field(None, ge=1)
+    judge: "ModelConfig | None" = None
+    judge_template: str | None = None
+    #: any_of: the criteria, first to fire wins.
+    criteria: list["SwitchingCriteria"] = Field(default_factory=list)
+    #: branches: the switch steps, or how many distinct ones to draw from [start_step, end_step].
+    steps: list[int] = Field(default_factory=list)
+    k: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _complete(self) -> "SwitchingCriteria":
-        if self.type == "random_step_range":
+        kind = self.type
+        if kind == "random_step_range" or (kind == "branches" and self.k is not None):
             if self.start_step is None or self.end_step is None or self.start_step > self.end_step or self.start_step < 0:
-                raise ValueError("random_step_range needs 0 <= start_step <= end_step")
-        elif self.threshold is None or self.threshold < 0:
-            raise ValueError(f"{self.type} needs a non-negative threshold")
+                raise ValueError(f"{kind} needs 0 <= start_step <= end_step")
+        if kind == "branches":
+            if bool(self.steps) == (self.k is not None):
+                raise ValueError("branches needs either `steps` (a list) or `k` with start_step/end_step")
+            if any(s < 0 for s in self.steps) or len(set(self.steps)) != len(self.steps):
+                raise ValueError("branches: `steps` must be distinct non-negative integers")
+            if self.k is not None and self.k > self.end_step - self.start_step + 1:
+                raise ValueError(f"branches: cannot draw k={self.k} distinct steps from [{self.start_step}, {self.end_step}]")
+        elif kind == "judge":
+            if self.every is None or self.judge is None:
+                raise ValueError("judge needs `every` (student steps between reviews) and a `judge` model")
+            if self.judge.name == "switching":
+                raise ValueError("judge: the judge model cannot be a switching model")
+        elif kind == "any_of":
+            if not self.criteria:
+                raise ValueError("any_of needs a non-empty `criteria` list")
+            if any(c.type in ("any_of", "branches") for c in self.criteria):
+                raise ValueError("any_of: its criteria cannot be any_of or branches")
+        elif kind in ("step_count", "token_count", "cost", "format_errors"):
+            if self.threshold is None or self.threshold < 0:
+                raise ValueError(f"{kind} needs a non-negative threshold")
         return self
+
+    def describe(self) -> dict:
+        """What a trajectory records of the criterion: the keys set, the judge by model name only
+        (its endpoint and key stay out of every written file)."""
+        out = self.model_dump(exclude_defaults=True, exclude={"judge", "criteria"})
+        out["type"] = self.type
+        if self.judge is not None:
+            out["judge"] = self.judge.name
+        if self.criteria:
+            out["criteria"] = [c.describe() for c in self.criteria]
+        return out
 
 
 class Price(Strict):
@@ -214,6 +266,7 @@ class SubModelConfig(ModelConfig):
 
 
 ModelConfig.model_rebuild()
+SwitchingCriteria.model_rebuild()
 
 
 class AgentConfig(Strict):

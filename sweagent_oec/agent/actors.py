@@ -64,5 +64,6 @@ def build_actors(config: AgentConfig, instance: Instance) -> tuple[list[Actor], 
         tools = sub.tools or config.tools
         actors.append(Actor(role, make_model(sub, tools.parse_function.type, instance), sub.templates or config.templates,
                             tools, sub.history_processors if sub.history_processors is not None else config.history_processors))
-    schedule = SwitchSchedule(model.switching_criteria, model.seed, instance.instance_id, model.count_format_errors_as_steps)
+    schedule = SwitchSchedule(model.switching_criteria, model.seed, instance.instance_id, model.count_format_errors_as_steps,
+                              make_judge=lambda criteria: make_model(criteria.judge, "function_calling", instance))
     return actors, schedule

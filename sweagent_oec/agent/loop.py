@@ -88,7 +88,7 @@ class Agent:
         while True:
             # Checked before every query, re-queries included: when they count as steps, the
             # expert may take over in the middle of a student's run of malformed replies.
-            if self.schedule and self.actor.role == STUDENT and self._switch_due():
+            if self.schedule and self.actor.role == STUDENT and self._switch_due(failures_in_a_row):
                 self.switch_to(self.actors[1])
                 messages, failures_in_a_row = None, 0
             actor = self.actor
@@ -161,9 +161,11 @@ class Agent:
 
     # ------------------------------------------------------------ conversation
 
-    def _switch_due(self) -> bool:
-        student_steps = sum(1 for s in self.steps if s["model_role"] == STUDENT)
-        return self.schedule.due(student_steps, self.student_queries, self.actor.model.stats)
+    def _switch_due(self, malformed_in_a_row: int = 0) -> bool:
+        student = [s for s in self.steps if s["model_role"] == STUDENT]
+        return self.schedule.due(len(student), self.student_queries, self.actor.model.stats,
+                                 actions=[s["action"] for s in student], observations=[s["observation"] for s in student],
+                                 malformed_in_a_row=malformed_in_a_row, problem_statement=self.instance.problem_statement)
 
     def switch_to(self, expert: Actor) -> None:
         self.actor, self.switch_step = expert, len(self.steps)
