@@ -216,9 +216,12 @@ def test_resolved_only_needs_a_report(tmp_path, batch):
 def test_nothing_left_is_an_error_that_points_at_the_drop_list(tmp_path, batch):
     trajs, _ = batch
     rep = report(tmp_path / "empty.json", unresolved=["good"])
-    with pytest.raises(UserError, match="dropped.jsonl"):
+    with pytest.raises(UserError, match="failed_run/dropped.jsonl"):
         convert(Options([Source("main", [trajs], rep)], tmp_path / "out"))
-    assert len(read_jsonl(tmp_path / "out" / "dropped.jsonl")) == 9
+    # The failed run's diagnostics go aside; no (empty) train.jsonl is written.
+    assert len(read_jsonl(tmp_path / "out" / "failed_run" / "dropped.jsonl")) == 9
+    assert json.loads((tmp_path / "out" / "failed_run" / "stats.json").read_text())["counts"]["train"] == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["failed_run"]
 
 
 def cli(*args, cwd=None):

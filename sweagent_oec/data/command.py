@@ -55,6 +55,8 @@ def convert_command(
     seed: int = typer.Option(0, "--seed", help="Seed for weights, the per-instance cap and the shuffle."),
     heldout: Optional[Path] = typer.Option(None, "--heldout", help="File of held-out instance ids (one a line): written to the heldout split."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Local tokenizer folder: count trained and masked tokens in stats.json."),
+    dataset: bool = typer.Option(True, "--dataset/--no-dataset", help="Also write the datasets folder (dataset/) beside train.jsonl."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes that read and convert trajectories (0: one per CPU, at most 4). The output does not depend on it."),
 ) -> None:
     """Turn trajectories and their evaluation report into SFT data (expert turns trained, student turns masked)."""
     from rich.console import Console
@@ -80,22 +82,26 @@ def convert_command(
     options = Options(sources=sources, output=output, resolved_only=resolved_only, switch_step=switch_step,
                       student_config=student_config, instances=instances, style=style, rules=RepetitionRules(max_consecutive, cycle_repeats, max_total),
                       truncate_loops=truncate_loops, max_per_instance=max_per_instance, dedup=dedup, seed=seed,
-                      heldout=heldout, tokenizer=tokenizer)
+                      heldout=heldout, tokenizer=tokenizer, dataset=dataset, workers=workers)
     stats = convert(options)
     console = Console(stderr=True)
     counts = ", ".join(f"{k} {v}" for k, v in stats["counts"].items() if v)
     console.print(f"convert: {counts}", highlight=False, soft_wrap=True)
     if stats["loops_by_rule"]:
         console.print(f"loops by rule: {stats['loops_by_rule']}", highlight=False)
-    bad = [d for d in _dropped(output) if d["reason"] == "bad_file"]
-    for d in bad:
-        console.print(f"[yellow]skipped[/] {d['error']}", highlight=False, soft_wrap=True)
+    for d in _dropped(output):
+        if d["reason"] == "bad_file":
+            console.print(f"[yellow]skipped[/] {d['error']}", highlight=False, soft_wrap=True)
+    folder = f"{output}/dataset, " if dataset else ""
     console.print(f"turns trained {stats['turns']['trained']}, masked assistant turns {stats['turns']['masked_assistant']}; "
-                  f"wrote {output}/train.jsonl, {output}/dataset, {output}/stats.json, {output}/dropped.jsonl", highlight=False, soft_wrap=True)
+                  f"wrote {output}/train.jsonl, {folder}{output}/stats.json, {output}/dropped.jsonl", highlight=False, soft_wrap=True)
 
 
-def _dropped(output: Path) -> list[dict]:
+def _dropped(output: Path):
     import json
 
     path = output / "dropped.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if path.exists():
+        with open(path) as f:
+            for line in f:
+                yield json.loads(line)

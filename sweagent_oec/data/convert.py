@@ -5,22 +5,36 @@ repetition filter -> masking / student rewrite -> records; then all sources are 
 weights, per-instance cap, held-out split) and written. A file that cannot be read is skipped
 and listed; the batch goes on.
 
-Outputs in `--output DIR`:
+One streaming pass: each trajectory is read once, its record is written to a spool file as soon
+as it is made, and only a small reference per record (offset, dedup hash, counts) stays in
+memory; mixing shuffles those references and the splits are copied out of the spool. Memory is
+bounded by the largest single trajectory, whatever the number of files. `datasets` is imported
+only for the `dataset/` folder, which is built from the JSONL at the end.
+
+Outputs in `--output DIR`, built aside in `DIR/.convert.<pid>.*` and swapped in at the end (each
+file by an atomic rename, `stats.json` last), so a run that fails or is killed leaves the previous
+complete outputs as they were:
   train.jsonl, heldout.jsonl (when held-out ids are given)   one SFT record a line
-  dataset/                                                    datasets.DatasetDict.save_to_disk
+  dataset/                                                    datasets.DatasetDict.save_to_disk (unless --no-dataset)
   stats.json                                                  counts at each filter, turns, tokens, switch steps
   dropped.jsonl                                               every dropped trajectory with the reason
+A run where no trajectory survives writes its stats.json and dropped.jsonl to `DIR/failed_run/`
+instead, and touches nothing else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
-from collections import Counter
+import threading
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from sweagent_oec.data.actions import canonical_style
 from sweagent_oec.data import filters, mixing, sft
@@ -55,11 +69,14 @@ class Options:
     seed: int = 0
     heldout: Path | None = None  # file of instance ids, one a line (or a JSON list)
     tokenizer: str | None = None
+    dataset: bool = True  # also write the datasets folder (imports `datasets`)
+    workers: int = 0  # processes that read and convert files; 0: one per CPU, at most 4
 
 
 @dataclass
 class Tally:
-    """What happened to every trajectory, for stats.json and dropped.jsonl."""
+    """What happened to trajectories: counts for stats.json, drops for dropped.jsonl. A worker
+    fills its own per file; the stage merges it (`absorb`) and writes the drops at once."""
 
     counts: Counter = field(default_factory=Counter)
     loops_by_rule: Counter = field(default_factory=Counter)
@@ -69,11 +86,86 @@ class Tally:
         self.counts[reason] += 1
         self.dropped.append({"stage": stage, "reason": reason, "instance_id": instance_id, "traj_path": str(path), **detail})
 
+    def absorb(self, other: "Tally", out: IO[str]) -> None:
+        self.counts.update(other.counts)
+        self.loops_by_rule.update(other.loops_by_rule)
+        out.writelines(json.dumps(d) + "\n" for d in other.dropped)
+
+
+@dataclass(slots=True)
+class Ref:
+    """A record already written to the spool: where it is, its dedup hash, and what stats.json counts."""
+
+    instance_id: str
+    key: bytes  # hash of the messages (identical messages: a duplicate)
+    offset: int
+    length: int
+    kind: str  # "oec" | "bc"
+    switch: str  # switch-step histogram label
+    trained: int
+    masked_assistant: int
+    context: int
+    tokens_trained: int = 0
+    tokens_masked: int = 0
+
+
+@dataclass
+class Encoded:
+    """A record as one JSON line plus what its Ref and the dataset schema need (made in a worker)."""
+
+    line: bytes
+    ref: Ref  # offset not yet known
+    record_keys: tuple
+    message_keys: tuple
+
+
+def encode(record: dict, tokenizer=None) -> Encoded:
+    messages = json.dumps(record["messages"])
+    rest = json.dumps({k: v for k, v in record.items() if k != "messages"})
+    line = ('{"messages": ' + messages + ", " + rest[1:] + "\n").encode()  # == json.dumps(record)
+    roles = Counter()
+    message_keys: dict = {}
+    for m in record["messages"]:
+        message_keys.update(dict.fromkeys(m))
+        roles["trained" if m["train"] else ("masked_assistant" if m["role"] == "assistant" else "context")] += 1
+    kind, step = record["source"], record["switch_step"]
+    ref = Ref(record["instance_id"], hashlib.blake2b(messages.encode(), digest_size=16).digest(), -1, len(line),
+              kind, "bc" if step is None or kind == "bc" else str(step),
+              roles["trained"], roles["masked_assistant"], roles["context"])
+    if tokenizer is not None:
+        ref.tokens_trained, ref.tokens_masked = _count_tokens(tokenizer, record["messages"])
+    return Encoded(line, ref, tuple(record), tuple(message_keys))
+
+
+@dataclass
+class Spool:
+    """Records as they are made, one JSON line each, in a file; plus the key sets the datasets
+    folder's schema needs."""
+
+    file: IO[bytes]
+    message_keys: dict = field(default_factory=dict)  # insertion-ordered sets
+    record_keys: dict = field(default_factory=dict)
+
+    def add(self, encoded: Encoded) -> Ref:
+        ref = encoded.ref
+        ref.offset = self.file.tell()
+        self.file.write(encoded.line)
+        self.record_keys.update(dict.fromkeys(encoded.record_keys))
+        self.message_keys.update(dict.fromkeys(encoded.message_keys))
+        return ref
+
+    def copy(self, refs: list[Ref], out: IO[bytes]) -> None:
+        self.file.flush()
+        fd = self.file.fileno()
+        for ref in refs:
+            out.write(os.pread(fd, ref.length, ref.offset))
+
 
 # ---------------------------------------------------------------- inputs
 
 
 def trajectory_files(paths: list[Path]) -> list[Path]:
+    """The `.traj` files to convert (checked before anything is written)."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -115,40 +207,96 @@ def read_heldout(path: Path) -> set[str]:
 # ---------------------------------------------------------------- one source
 
 
-def convert_source(source: Source, options: Options, prompt: sft.StudentPrompt | None, tally: Tally,
-                   instances: dict | None = None) -> list[dict]:
-    report = filters.load_report(source.report) if source.report else None
-    records = []
-    for path in trajectory_files(source.paths):
+@dataclass
+class Job:
+    """What converting one file needs besides the file (inherited by forked workers)."""
+
+    options: Options
+    prompt: sft.StudentPrompt | None
+    instances: dict | None
+    tokenizer: object = None
+
+
+_JOB: Job | None = None  # set by the stage before its workers fork
+
+
+def convert_file(task: tuple[Path, str, str | None]) -> tuple[Encoded | None, Tally]:
+    """One trajectory -> its encoded record (None if dropped) and what happened to it. Runs in a
+    worker process; everything it needs is in `_JOB`."""
+    path, instance_id, status = task
+    job, tally = _JOB, Tally()
+    try:
+        record = _record(path, instance_id, status, job.options, job.prompt, tally, job.instances)
+    except TrajectoryFormatError as e:
+        tally.drop("read", "bad_file", path, instance_id, error=str(e))
+        return None, tally
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:  # a shape no check foresaw
+        tally.drop("read", "bad_file", path, instance_id, error=f"{path}: unreadable trajectory ({type(e).__name__}: {e})")
+        return None, tally
+    return (encode(record, job.tokenizer) if record is not None else None), tally
+
+
+def convert_source(files: list[Path], report: dict[str, str] | None, options: Options, tally: Tally, dropped: IO[str],
+                   spool: Spool, workers: int) -> list[Ref]:
+    """Every file of one source, in order: the resolved filter here, the rest in `workers` processes."""
+    refs = []
+    tasks = []
+    for path in files:
         tally.counts["files"] += 1
         instance_id = path.stem
         status = report.get(instance_id, filters.MISSING) if report is not None else None
         if options.resolved_only and status != filters.RESOLVED:
             tally.drop("resolved_filter", status, path, instance_id)
             continue
-        try:
-            conv = sft.read_conversation(path, _switch_step(path, options), instance_id)
-        except TrajectoryFormatError as e:
-            tally.drop("read", "bad_file", path, instance_id, error=str(e))
-            continue
-        conv = sft.with_final_submit(conv)
-        conv = _loop_filter(conv, options, tally)
-        if conv is None:
-            continue
-        instance = instances.get(conv.instance_id) if instances is not None else None
-        try:
-            record = sft.build_record(conv, _resolved(status), prompt, options.style, instance)
-        except TrajectoryFormatError as e:
-            tally.drop("rewrite", "bad_file", path, instance_id, error=str(e))
-            continue
-        if not sft.trained_turns(record):
-            tally.drop("masking", "no_trainable_turn", path, instance_id, source=conv.source)
-            continue
-        if instances is not None and instance is None:
-            tally.counts["task_message_kept"] += 1  # not in --instances: the task stays as the model saw it
-        tally.counts["converted"] += 1
-        records.append(record)
-    return records
+        tasks.append((path, instance_id, status))
+    dropped.writelines(json.dumps(d) + "\n" for d in tally.dropped)
+    tally.dropped.clear()
+    for encoded, file_tally in _ordered_map(convert_file, tasks, workers):
+        tally.absorb(file_tally, dropped)
+        if encoded is not None:
+            refs.append(spool.add(encoded))
+    return refs
+
+
+def _ordered_map(fn, tasks: list, workers: int):
+    """`map(fn, tasks)` in `workers` forked processes, results in order, at most a few per worker
+    in flight (memory stays bounded however many tasks there are)."""
+    if workers <= 1 or len(tasks) < 8 * workers or threading.active_count() > 1:
+        yield from map(fn, tasks)  # few files, or threads that a fork would copy mid-flight: one process
+        return
+    import multiprocessing
+
+    window = 4 * workers
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pending = deque(pool.apply_async(fn, (t,)) for t in tasks[:window])
+        for task in tasks[window:]:
+            yield pending.popleft().get()
+            pending.append(pool.apply_async(fn, (task,)))
+        while pending:
+            yield pending.popleft().get()
+
+
+def _record(path: Path, instance_id: str, status: str | None, options: Options, prompt: sft.StudentPrompt | None,
+            tally: Tally, instances: dict | None) -> dict | None:
+    """One trajectory's record, or None when a filter dropped it (and said why in the tally)."""
+    conv = sft.read_conversation(path, _switch_step(path, options), instance_id)
+    conv = sft.with_final_submit(conv)
+    conv = _loop_filter(conv, options, tally)
+    if conv is None:
+        return None
+    instance = instances.get(conv.instance_id) if instances is not None else None
+    try:
+        record = sft.build_record(conv, _resolved(status), prompt, options.style, instance)
+    except TrajectoryFormatError as e:
+        tally.drop("rewrite", "bad_file", path, instance_id, error=str(e))
+        return None
+    if not sft.trained_turns(record):
+        tally.drop("masking", "no_trainable_turn", path, instance_id, source=conv.source)
+        return None
+    if instances is not None and instance is None:
+        tally.counts["task_message_kept"] += 1  # not in --instances: the task stays as the model saw it
+    tally.counts["converted"] += 1
+    return record
 
 
 def _resolved(status: str | None) -> bool | None:
@@ -186,6 +334,9 @@ def _loop_filter(conv: sft.Conversation, options: Options, tally: Tally) -> sft.
 
 # ---------------------------------------------------------------- the stage
 
+OUTPUTS = ("dataset", "heldout.jsonl", "train.jsonl", "dropped.jsonl", "stats.json")  # swapped in in this order
+FAILED = "failed_run"
+
 
 def convert(options: Options) -> dict:
     """Run the stage; returns the stats (also written to stats.json). Raises UserError on bad input."""
@@ -198,6 +349,9 @@ def convert(options: Options) -> dict:
             canonical_style(options.style)
         except ValueError as e:
             raise UserError(f"{e}") from None
+    output = Path(options.output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"output {output} is a file; -o/--output takes a folder (it gets train.jsonl, dataset/, stats.json, dropped.jsonl)")
     prompt = sft.student_prompt(options.student_config, options.style) if options.student_config else None
     instances = None
     if options.instances is not None:
@@ -207,37 +361,129 @@ def convert(options: Options) -> dict:
 
         instances = {inst.instance_id: inst for inst in load_instances(options.instances)}
     heldout_ids = read_heldout(options.heldout) if options.heldout else set()
-    tally = Tally()
-    by_source = {s.name: convert_source(s, options, prompt, tally, instances) for s in options.sources}
-    mixed = mixing.mix(by_source, {s.name: s.weight for s in options.sources}, options.max_per_instance,
-                       heldout_ids, options.seed, options.dedup)
-    style = prompt.style if prompt is not None else (canonical_style(options.style) if options.style else None)
-    stats = _stats(options, style, tally, by_source, mixed)
-    _write(options.output, mixed, stats, tally)
-    if not mixed.train and not mixed.heldout:
-        raise UserError(f"no trajectory survived the filters ({_summary(stats)}); see {options.output / 'dropped.jsonl'}")
+    files = {s.name: trajectory_files(s.paths) for s in options.sources}
+    # Read up front: a bad report fails here, before anything is written.
+    reports = {s.name: filters.load_report(s.report) if s.report else None for s in options.sources}
+    tokenizer = _load_tokenizer(options.tokenizer) if options.tokenizer else None
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {output}: {e.strerror}; pass a folder you can write") from None
+    _remove_stale(output)
+    aside = Path(tempfile.mkdtemp(dir=output, prefix=f".convert.{os.getpid()}."))
+    try:
+        return _run(options, output, aside, prompt, instances, heldout_ids, files, reports, tokenizer)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _run(options: Options, output: Path, aside: Path, prompt, instances, heldout_ids: set[str],
+         files: dict[str, list[Path]], reports: dict[str, dict | None], tokenizer) -> dict:
+    global _JOB
+    workers = options.workers or min(os.cpu_count() or 1, 4)
+    if tokenizer is not None:
+        workers = 1  # a loaded Rust tokenizer does not survive a fork
+    _JOB = Job(options, prompt, instances, tokenizer)
+    with open(aside / "dropped.jsonl", "w") as dropped, open(aside / ".records", "w+b") as records:
+        tally, spool = Tally(), Spool(records)
+        try:
+            by_source = {s.name: convert_source(files[s.name], reports[s.name], options, tally, dropped, spool, workers)
+                         for s in options.sources}
+        finally:
+            _JOB = None
+        mixed = mixing.mix(by_source, {s.name: s.weight for s in options.sources}, options.max_per_instance,
+                           heldout_ids, options.seed, options.dedup, key=lambda r: r.key, instance_id=lambda r: r.instance_id)
+        style = prompt.style if prompt is not None else (canonical_style(options.style) if options.style else None)
+        stats = _stats(options, style, tally, by_source, mixed, tokenizer is not None)
+        if not mixed.train and not mixed.heldout:
+            dropped.close()
+            _fail(output, aside, stats)
+        splits = {"train": mixed.train, **({"heldout": mixed.heldout} if mixed.heldout else {})}
+        for name, refs in splits.items():
+            with open(aside / f"{name}.jsonl", "wb") as out:
+                spool.copy(refs, out)
+                out.flush()
+                os.fsync(out.fileno())
+        dropped.flush()
+        os.fsync(dropped.fileno())
+    (aside / ".records").unlink()
+    if options.dataset:
+        _write_dataset(aside, list(splits), spool)
+    with open(aside / "stats.json", "w") as f:
+        f.write(json.dumps(stats, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _swap_in(aside, output)
+    shutil.rmtree(output / FAILED, ignore_errors=True)  # an earlier failure's diagnostics would mislead
     return stats
 
 
-def _stats(options: Options, style: str | None, tally: Tally, by_source: dict[str, list[dict]], mixed: mixing.MixResult) -> dict:
-    records = mixed.train + mixed.heldout
-    roles = Counter()
-    for record in records:
-        for m in record["messages"]:
-            roles["trained" if m["train"] else ("masked_assistant" if m["role"] == "assistant" else "context")] += 1
-    histogram = Counter("bc" if r["switch_step"] is None or r["source"] == "bc" else str(r["switch_step"]) for r in records)
+def _fail(output: Path, aside: Path, stats: dict) -> None:
+    """Nothing survived: the previous outputs stay as they are; this run's stats and drop list go
+    to `failed_run/` (itself swapped in whole), and the stage fails."""
+    folder = aside / FAILED
+    folder.mkdir()
+    (aside / "dropped.jsonl").rename(folder / "dropped.jsonl")
+    (folder / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    _replace(folder, output / FAILED, aside)
+    raise UserError(f"no trajectory survived the filters ({_summary(stats)}); earlier outputs in {output} are untouched; "
+                    f"see {output / FAILED / 'dropped.jsonl'}")
+
+
+def _replace(new: Path, target: Path, aside: Path) -> None:
+    """Put `new` (a file or folder) at `target`; an old folder there is moved into `aside` first."""
+    if new.is_dir() and target.is_dir() and not target.is_symlink():
+        target.rename(aside / f".old.{target.name}")
+    os.replace(new, target)
+
+
+def _swap_in(aside: Path, output: Path) -> None:
+    for name in OUTPUTS:
+        new, target = aside / name, output / name
+        if new.exists():
+            _replace(new, target, aside)
+        elif name == "heldout.jsonl":
+            target.unlink(missing_ok=True)  # a stale split from an earlier run would mislead
+    _fsync_dir(output)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale(output: Path) -> None:
+    """Build folders of runs that were killed (their process is gone)."""
+    for folder in output.glob(".convert.*"):
+        try:
+            pid = int(folder.name.split(".")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
+def _stats(options: Options, style: str | None, tally: Tally, by_source: dict[str, list[Ref]], mixed: mixing.MixResult,
+           tokens: bool) -> dict:
+    refs = mixed.train + mixed.heldout
     counts = dict(tally.counts)
     counts.update({k: v for k, v in mixed.counts.items()})
     counts.update(train=len(mixed.train), heldout=len(mixed.heldout))
+    histogram = Counter(r.switch for r in refs)
     return {
         "counts": {k: counts.get(k, 0) for k in ("files", "bad_file", filters.UNRESOLVED, filters.ERROR, filters.MISSING,
                                                  "loop", "truncated", "no_trainable_turn", "converted", "task_message_kept", "duplicates",
                                                  "weighted_in", "weighted_out", "over_instance_cap", "heldout", "train")},
         "loops_by_rule": dict(tally.loops_by_rule),
-        "per_source": {name: {"converted": len(records_), **mixing.per_source(records_)} for name, records_ in by_source.items()},
-        "records_by_kind": mixing.per_source(records),
-        "turns": {"trained": roles["trained"], "masked_assistant": roles["masked_assistant"], "context_messages": roles["context"]},
-        "tokens": _tokens(options.tokenizer, records) if options.tokenizer else None,
+        "per_source": {name: {"converted": len(refs_), **_kinds(refs_)} for name, refs_ in by_source.items()},
+        "records_by_kind": _kinds(refs),
+        "turns": {"trained": sum(r.trained for r in refs), "masked_assistant": sum(r.masked_assistant for r in refs),
+                  "context_messages": sum(r.context for r in refs)},
+        "tokens": {"trained": sum(r.tokens_trained for r in refs), "masked": sum(r.tokens_masked for r in refs)} if tokens else None,
         "switch_step_histogram": dict(sorted(histogram.items(), key=lambda kv: (kv[0] == "bc", int(kv[0]) if kv[0].isdigit() else 0))),
         "options": {"resolved_only": options.resolved_only, "repetition": options.rules.describe(),
                     "truncate_loops": options.truncate_loops, "style": style,
@@ -249,49 +495,65 @@ def _stats(options: Options, style: str | None, tally: Tally, by_source: dict[st
     }
 
 
-def _tokens(tokenizer_path: str, records: list[dict]) -> dict:
-    """Tokens in trained vs masked message texts (content and tool-call arguments; no template)."""
+def _kinds(refs: list[Ref]) -> dict[str, int]:
+    return dict(Counter(r.kind for r in refs))
+
+
+def _load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load tokenizer {tokenizer_path}: {str(e).splitlines()[0]}; pass a local tokenizer folder") from None
-    texts, flags = [], []
-    for record in records:
-        for m in record["messages"]:
-            calls = "".join(c["function"]["name"] + c["function"]["arguments"] for c in m.get("tool_calls") or [])
-            texts.append((m.get("content") or "") + calls)
-            flags.append(m["train"])
+        raise UserError(f"cannot load tokenizer {path}: {str(e).splitlines()[0]}; pass a local tokenizer folder") from None
+
+
+def _count_tokens(tokenizer, messages: list[dict]) -> tuple[int, int]:
+    """Tokens in trained vs masked message texts (content and tool-call arguments; no template)."""
+    texts = [(m.get("content") or "") + "".join(c["function"]["name"] + c["function"]["arguments"] for c in m.get("tool_calls") or [])
+             for m in messages]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
-    trained = sum(n for n, f in zip(lengths, flags) if f)
-    return {"trained": trained, "masked": sum(lengths) - trained}
+    trained = sum(n for n, m in zip(lengths, messages) if m["train"])
+    return trained, sum(lengths) - trained
 
 
 def _summary(stats: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in stats["counts"].items() if v)
 
 
-def _write(output: Path, mixed: mixing.MixResult, stats: dict, tally: Tally) -> None:
+# ---------------------------------------------------------------- the datasets folder
+
+
+def _features(spool: Spool):
+    """The schema `datasets.Dataset.from_list` would infer from all records, fixed up front so the
+    folder can be written from the JSONL in batches: columns and message fields are those the
+    records have."""
+    from datasets import Features, Value
+
+    string = Value("string")
+    call = {"id": string, "type": string, "function": {"name": string, "arguments": string}}
+    message_types = {"role": string, "content": string, "train": Value("bool"), "tool_calls": [call], "tool_call_id": string}
+    record_types = {"messages": [{k: message_types[k] for k in spool.message_keys if k in message_types}],
+                    "switch_step": Value("int64"), "resolved": Value("bool")}
+    return Features({k: record_types.get(k, string) for k in spool.record_keys})
+
+
+def _lines(paths: list[str]):
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f:
+                yield json.loads(line)
+
+
+def _write_dataset(aside: Path, splits: list[str], spool: Spool) -> None:
     import datasets
 
     datasets.disable_progress_bars()  # the command prints its own summary
-    output.mkdir(parents=True, exist_ok=True)
-    splits = {"train": mixed.train, **({"heldout": mixed.heldout} if mixed.heldout else {})}
-    for name, records in splits.items():
-        atomic_write_text(output / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    if not mixed.heldout:
-        (output / "heldout.jsonl").unlink(missing_ok=True)  # a stale split from an earlier run would mislead
-    if mixed.train or mixed.heldout:
-        # Save next to the target and rename, so the folder is never half written.
-        tmp = Path(tempfile.mkdtemp(dir=output, prefix=".dataset."))
-        try:
-            datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items() if v}).save_to_disk(str(tmp / "d"))
-            target = output / "dataset"
-            if target.exists():
-                target.rename(tmp / "old")  # removed with tmp below
-            (tmp / "d").rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    atomic_write_text(output / "dropped.jsonl", "".join(json.dumps(d) + "\n" for d in tally.dropped))
-    atomic_write_text(output / "stats.json", json.dumps(stats, indent=2) + "\n")
+    features = _features(spool)
+    cache = aside / ".cache"
+    parts = {name: datasets.Dataset.from_generator(_lines, features=features, gen_kwargs={"paths": [str(aside / f"{name}.jsonl")]},
+                                                   cache_dir=str(cache / name), writer_batch_size=100)
+             for name in splits}
+    datasets.DatasetDict(parts).save_to_disk(str(aside / "dataset"))
+    del parts
+    shutil.rmtree(cache, ignore_errors=True)

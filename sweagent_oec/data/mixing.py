@@ -17,7 +17,9 @@ import json
 import math
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def content_hash(record: dict) -> str:
@@ -28,14 +30,18 @@ def content_hash(record: dict) -> str:
 
 @dataclass
 class MixResult:
-    train: list[dict]
-    heldout: list[dict]
+    train: list
+    heldout: list
     counts: dict = field(default_factory=dict)
 
 
-def mix(sources: dict[str, list[dict]], weights: dict[str, float] | None = None, max_per_instance: int | None = None,
-        heldout_ids: set[str] | None = None, seed: int = 0, dedup: bool = True) -> MixResult:
-    """`sources` maps a source name to its records (in a stable order); see the module docstring."""
+def mix(sources: dict[str, list], weights: dict[str, float] | None = None, max_per_instance: int | None = None,
+        heldout_ids: set[str] | None = None, seed: int = 0, dedup: bool = True,
+        key: Callable[[Any], str] = content_hash, instance_id: Callable[[Any], str] = lambda r: r["instance_id"]) -> MixResult:
+    """`sources` maps a source name to its records (in a stable order); see the module docstring.
+
+    Records may be anything `key` (the dedup hash) and `instance_id` read: the convert stage mixes
+    small references to records it has already written, never the records themselves."""
     rng = random.Random(seed)
     weights = weights or {}
     counts: dict = {"duplicates": 0, "weighted_in": 0, "weighted_out": 0, "over_instance_cap": 0, "heldout": 0}
@@ -45,29 +51,29 @@ def mix(sources: dict[str, list[dict]], weights: dict[str, float] | None = None,
         weight = weights.get(name, 1.0)
         for record in records:
             if dedup:
-                key = content_hash(record)
-                if key in seen:
+                digest = key(record)
+                if digest in seen:
                     counts["duplicates"] += 1
                     continue
-                seen.add(key)
+                seen.add(digest)
             copies = math.floor(weight) + (1 if rng.random() < weight - math.floor(weight) else 0)
             counts["weighted_in"] += max(copies - 1, 0)
             counts["weighted_out"] += 1 if copies == 0 else 0
             pool += [record] * copies
     if max_per_instance is not None:
-        pool = _cap(pool, max_per_instance, rng, counts)
+        pool = _cap(pool, max_per_instance, rng, counts, instance_id)
     heldout_ids = heldout_ids or set()
-    train = [r for r in pool if r["instance_id"] not in heldout_ids]
-    heldout = [r for r in pool if r["instance_id"] in heldout_ids]
+    train = [r for r in pool if instance_id(r) not in heldout_ids]
+    heldout = [r for r in pool if instance_id(r) in heldout_ids]
     counts["heldout"] = len(heldout)
     rng.shuffle(train)
     return MixResult(train, heldout, counts)
 
 
-def _cap(pool: list[dict], limit: int, rng: random.Random, counts: dict) -> list[dict]:
+def _cap(pool: list, limit: int, rng: random.Random, counts: dict, instance_id: Callable[[Any], str]) -> list:
     by_instance: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(pool):
-        by_instance[record["instance_id"]].append(i)
+        by_instance[instance_id(record)].append(i)
     keep: set[int] = set()
     for indices in by_instance.values():
         keep.update(rng.sample(indices, limit) if len(indices) > limit else indices)

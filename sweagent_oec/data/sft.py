@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sweagent_oec.data.actions import FormatError, canonical_style, parse_action, render_action
 from sweagent_oec.config import TemplateConfig
-from sweagent_oec.data.trajectory import EXPERT, STUDENT, Step, Trajectory, TrajectoryFormatError, load_trajectory
+from sweagent_oec.data.trajectory import EXPERT, STUDENT, TrajectoryFormatError, _literal
 from sweagent_oec.tools.specs import Action, from_command_line, openai_tools, to_command_line
 
 #: Exit statuses that mean the loop submitted for the model (SWE-agent writes "submitted (exit_cost)").
@@ -85,6 +85,8 @@ class StudentPrompt:
     style: str  # canonical action style
     templates: TemplateConfig  # rendered per record: the variables (working_dir, ...) differ
     tool_names: list[str]
+    #: System messages already rendered, by the values of the variables the template names.
+    system_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------- reading
@@ -107,53 +109,128 @@ def _tool_calls(calls) -> list[dict] | None:
         return None
     out = []
     for call in calls:
-        fn = dict(call.get("function") or {})
-        if not isinstance(fn.get("arguments"), str):
-            fn["arguments"] = json.dumps(fn.get("arguments") or {})
-        out.append({"id": call.get("id"), "type": call.get("type") or "function", "function": fn})
+        fn = call.get("function") or {}
+        arguments = fn.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments or {})
+        out.append({"id": call.get("id"), "type": call.get("type") or "function",
+                    "function": {"name": fn.get("name"), "arguments": arguments}})
     return out
+
+
+_KEPT = ("model_role", "model_name", "thought", "action", "is_demo", "message_type")
 
 
 def _clean(message: dict) -> dict:
     """A chat message with only the keys SFT needs; who wrote it stays for role assignment."""
-    out = {"role": message.get("role", "user"), "content": flatten_content(message.get("content"))}
-    calls = _tool_calls(message.get("tool_calls"))
-    if calls and out["role"] == "assistant":
-        out["tool_calls"] = calls
-    call_id = message.get("tool_call_id") or (message.get("tool_call_ids") or [None])[0]
-    if out["role"] == "tool" and call_id:
-        out["tool_call_id"] = call_id
-    for key in ("model_role", "model_name", "thought", "action", "is_demo", "message_type"):
-        if message.get(key) is not None:
-            out[key] = message[key]
+    role = message.get("role", "user")
+    content = message.get("content")
+    out = {"role": role, "content": content if type(content) is str else flatten_content(content)}
+    if role == "assistant":
+        calls = message.get("tool_calls")
+        if calls:
+            out["tool_calls"] = _tool_calls(calls)
+    elif role == "tool":
+        call_id = message.get("tool_call_id") or (message.get("tool_call_ids") or [None])[0]
+        if call_id:
+            out["tool_call_id"] = call_id
+    for key in _KEPT:
+        value = message.get(key)
+        if value is not None:
+            out[key] = value
     return out
 
 
-def _dump(item) -> dict:
-    return item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else dict(item)
+def load_raw(path: Path) -> dict:
+    """The file's JSON, checked only for being a trajectory at all. Conversion reads a handful of
+    fields and checks those where it reads them (`_field`), instead of validating every step's
+    `query` (a long run holds the square of its turns in them)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as e:
+        raise TrajectoryFormatError(f"{path}: cannot read trajectory: {e}") from e
+    except UnicodeDecodeError as e:
+        raise TrajectoryFormatError(f"{path}: cannot read trajectory: {e}") from e
+    except json.JSONDecodeError as e:
+        raise TrajectoryFormatError(f"{path}: not valid JSON (line {e.lineno}): corrupt or truncated .traj") from e
+    if not isinstance(data, dict) or not ({"trajectory", "history"} & set(data)):
+        raise TrajectoryFormatError(f"{path}: not a trajectory (needs a 'trajectory' or 'history' key)")
+    return data
 
 
-def seen_messages(traj: Trajectory) -> list[dict]:
+def _field(path: Path, where: str, value, kind, default=None):
+    """`value` if it is of `kind` (None gives `default`), else one TrajectoryFormatError naming the field."""
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise TrajectoryFormatError(f"{path}: bad trajectory field {where}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def _messages(path: Path, where: str, items, start: int = 0) -> list[dict]:
+    """`items` (from index `start` on: only what is read) checked to be chat messages of the
+    shapes conversion reads; SWE-agent's Python-repr `tool_calls` are parsed back."""
+    items = _field(path, where, items, list, [])
+    for i in range(start, len(items)):
+        item = items[i]
+        if type(item) is not dict or type(item.get("role")) is not str:
+            raise TrajectoryFormatError(f"{path}: bad trajectory field {where}.{i}: expected a message with a string 'role'")
+        role = item.get("model_role")
+        if role is not None and role not in _ROLES:
+            raise TrajectoryFormatError(f"{path}: bad trajectory field {where}.{i}.model_role: expected 'student' or 'expert', got {role!r}")
+        calls = item.get("tool_calls")
+        if calls is not None:
+            if type(calls) is str:  # SWE-agent sometimes writes a Python repr
+                calls = item["tool_calls"] = _literal(calls)
+            if type(calls) is not list or not all(type(c) is dict for c in calls):
+                raise TrajectoryFormatError(f"{path}: bad trajectory field {where}.{i}.tool_calls: expected a list of objects")
+        ids = item.get("tool_call_ids")
+        if ids is not None:
+            if type(ids) is str:
+                ids = item["tool_call_ids"] = _literal(ids)
+            if type(ids) is not list:
+                raise TrajectoryFormatError(f"{path}: bad trajectory field {where}.{i}.tool_call_ids: expected a list")
+        for key in ("thought", "action", "model_name"):
+            value = item.get(key)
+            if value is not None and type(value) is not str:
+                raise TrajectoryFormatError(f"{path}: bad trajectory field {where}.{i}.{key}: expected str, got {type(value).__name__}")
+    return items
+
+
+_ROLES = (STUDENT, EXPERT)
+
+
+def seen_messages(path: Path, data: dict) -> list[dict]:
     """The conversation the acting model saw at its last step, plus its reply and what followed."""
-    history = [_dump(h) for h in traj.history]
-    last = traj.trajectory[-1] if traj.trajectory else None
-    if last is None or not last.query:
+    steps = _field(path, "trajectory", data.get("trajectory"), list, [])
+    last = _field(path, f"trajectory.{len(steps) - 1}", steps[-1], dict) if steps else None
+    query = _messages(path, f"trajectory.{len(steps) - 1}.query", last.get("query")) if last else []
+    if not query:
+        history = _messages(path, "history", data.get("history"))
         return [_clean(m) for m in history if not m.get("is_format_error")]
-    query = [m for m in last.query if not m.get("is_format_error")]
+    query = [m for m in query if not m.get("is_format_error")]
+    history = _messages(path, "history", data.get("history"), start=len(query))  # only the tail is read
     tail = history[len(query):]
     if not tail or tail[0].get("role") != "assistant":
         # No usable history after the query: the reply is the step's own response.
-        calls = (last.extra_info or {}).get("tool_calls")
-        tail = [{"role": "assistant", "content": last.response, "tool_calls": calls,
-                 "model_role": last.model_role, "model_name": last.model_name}]
+        calls = _field(path, "extra_info", last.get("extra_info"), dict, {}).get("tool_calls")
+        role = last.get("model_role")
+        if role is not None and role not in (STUDENT, EXPERT):
+            raise TrajectoryFormatError(f"{path}: bad trajectory field trajectory.{len(steps) - 1}.model_role: expected 'student' or 'expert'")
+        tail = [{"role": "assistant", "content": last.get("response") or "", "tool_calls": calls,
+                 "model_role": role, "model_name": last.get("model_name")}]
     return [_clean(m) for m in query + tail]
 
 
-def _step_action(step: Step) -> tuple[str, Action]:
-    call = (step.extra_info or {}).get("tool_call")
+def _step_action(path: Path, j: int, step) -> tuple[str, Action]:
+    step = _field(path, f"trajectory.{j}", step, dict)
+    thought = str(step.get("thought") or "")
+    call = _field(path, f"trajectory.{j}.extra_info", step.get("extra_info"), dict, {}).get("tool_call")
     if isinstance(call, dict) and call.get("name"):
-        return step.thought, Action(call["name"], dict(call.get("arguments") or {}))
-    return step.thought, from_command_line(step.action)
+        arguments = _field(path, f"trajectory.{j}.extra_info.tool_call.arguments", call.get("arguments"), dict, {})
+        return thought, Action(str(call["name"]), dict(arguments))
+    return thought, from_command_line(_field(path, f"trajectory.{j}.action", step.get("action"), str, ""))
 
 
 def _message_action(message: dict, style: str) -> tuple[str, Action | None]:
@@ -195,23 +272,26 @@ def read_conversation(path: Path | str, switch_step: int | None = None, instance
 
     Raises TrajectoryFormatError (with the file's name) for anything unreadable."""
     path = Path(path)
-    traj = load_trajectory(path)
-    messages = seen_messages(traj)
+    data = load_raw(path)
+    messages = seen_messages(path, data)
     prefix, groups = _split(messages)
     if not groups:
         raise TrajectoryFormatError(f"{path}: no assistant turn in the conversation; nothing to train on")
     style = detect_style(messages)
-    steps = traj.trajectory
+    steps = data.get("trajectory") or []
     turns = []
     for j, (assistant, *after) in enumerate(groups):
         if len(steps) == len(groups):
-            thought, action = _step_action(steps[j])
+            thought, action = _step_action(path, j, steps[j])
         else:
             thought, action = _message_action(assistant, style)
         turns.append(Turn(role=assistant.get("model_role"), model=assistant.get("model_name"), message=assistant,
                           observation=after, thought=thought, action=action))
-    oec = traj.info.oec
-    recorded = oec.switch_step if oec is not None else None
+    info = _field(path, "info", _literal(data.get("info")), dict, {})
+    oec = _field(path, "info.oec", info.get("oec"), dict)
+    recorded = _field(path, "info.oec.switch_step", oec.get("switch_step"), int) if oec is not None else None
+    if recorded is not None and recorded < 0:
+        raise TrajectoryFormatError(f"{path}: bad trajectory field info.oec.switch_step: must be >= 0")
     if all(t.role is None for t in turns):
         # No role fields: the caller's switch step (option/sidecar), else all expert (BC data).
         split = recorded if recorded is not None else switch_step
@@ -224,16 +304,17 @@ def read_conversation(path: Path | str, switch_step: int | None = None, instance
     if split is None and any(t.role == STUDENT for t in turns):
         split = next((j for j, t in enumerate(turns) if t.role != STUDENT), len(turns))
     trained = [t.model for t in turns if t.role != STUDENT and t.model]
-    model = trained[-1] if trained else (oec.expert_model if oec is not None else None) or _config_model(traj)
-    env = traj.environment if isinstance(traj.environment, dict) else {}
+    expert_model = _field(path, "info.oec.expert_model", oec.get("expert_model"), str) if oec is not None else None
+    model = trained[-1] if trained else expert_model or _config_model(data.get("replay_config"))
+    env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+    exit_status = _field(path, "info.exit_status", info.get("exit_status"), str)
     return Conversation(instance_id=instance_id or path.stem, path=path, prefix=prefix, turns=turns,
-                        switch_step=split, exit_status=traj.info.exit_status, model=model,
-                        working_dir=env.get("workdir"))
+                        switch_step=split, exit_status=exit_status, model=model,
+                        working_dir=env.get("workdir") if isinstance(env.get("workdir"), str) else None)
 
 
-def _config_model(traj: Trajectory) -> str | None:
+def _config_model(config) -> str | None:
     """The model name from the run's config (SWE-agent stores it as a JSON string)."""
-    config = traj.replay_config
     if isinstance(config, str):
         try:
             config = json.loads(config)
@@ -302,10 +383,16 @@ def _agent_config(path: Path):
 
 
 def render_system(prompt: StudentPrompt, conv: Conversation) -> str:
+    """The student's system message for this record. Rendered once per distinct value of the
+    variables its template names (usually once per run: the prompt rarely names the instance)."""
     from sweagent_oec.agent.prompts import system_message
 
-    return system_message(prompt.templates, prompt.style, prompt.tool_names,
-                          working_dir=conv.working_dir or "", instance_id=conv.instance_id)
+    variables = {"working_dir": conv.working_dir or "", "instance_id": conv.instance_id}
+    source = prompt.templates.system_template
+    key = tuple(value if name in source else None for name, value in variables.items())
+    if key not in prompt.system_cache:
+        prompt.system_cache[key] = system_message(prompt.templates, prompt.style, prompt.tool_names, **variables)
+    return prompt.system_cache[key]
 
 
 # ---------------------------------------------------------------- building the record
