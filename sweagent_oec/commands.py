@@ -16,6 +16,7 @@ def run_command(
     overrides: Optional[list[str]] = OverridesArg,
     instances: Optional[str] = typer.Option(None, "--instances", "-i", help="Instances file (JSON/JSONL), datasets folder or HF name."),
     instance_id: Optional[str] = typer.Option(None, "--instance-id", help="Which instance of --instances to run."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
     repo: Optional[Path] = typer.Option(None, "--repo", help="Run on a local repository folder instead of an instance."),
     problem_statement: Optional[str] = typer.Option(None, "--problem-statement", "-p", help="The task for --repo; @FILE reads a file."),
     bundled: bool = typer.Option(False, "--bundled", help="Run on the bundled tinycalc task (no setup needed)."),
@@ -28,7 +29,7 @@ def run_command(
 
     run_config = load_config(config, overrides)
     out = output_dir or Path(run_config.output_dir)
-    instance = single_instance(instances, instance_id, repo, problem_statement, bundled, out / ".tasks")
+    instance = single_instance(instances, instance_id, repo, problem_statement, bundled, out / ".tasks", split)
     path, info = run_instance(run_config, instance, out)
     typer.echo(f"trajectory: {path}")
     typer.echo(f"exit status: {info['exit_status']}")
@@ -49,14 +50,19 @@ def run_batch_command(
     seed: int = typer.Option(42, "--seed"),
     redo_existing: bool = typer.Option(False, "--redo-existing", help="Rerun instances that already have a finished trajectory."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
+    skip_empty_problem: bool = typer.Option(False, "--skip-empty-problem-statements", help="Leave out rows whose problem statement is blank (counted)."),
+    languages: Optional[str] = typer.Option(None, "--languages", help="Only rows in these languages, comma-separated, e.g. python (by the row's `language`, else its patch's files; counted)."),
 ) -> None:
     """Run many instances; resumable, shardable; keeps preds.json current."""
     from sweagent_oec.batch import EXIT_STATUS_FILE, BatchRun, shard as take_shard
     from sweagent_oec.config import load_config
-    from sweagent_oec.tasks.instances import load_instances, select_instances
+    from sweagent_oec.tasks.instances import load_instances, select_instances, skip_instances
 
     run_config = load_config(config, overrides)
-    chosen = take_shard(select_instances(load_instances(instances), slice_, filter_, shuffle, seed), shard)
+    loaded, _ = skip_instances(load_instances(instances, split), empty_problem_statement=skip_empty_problem,
+                               languages=languages.split(",") if languages else None)
+    chosen = take_shard(select_instances(loaded, slice_, filter_, shuffle, seed), shard)
     out = output_dir or Path(run_config.output_dir)
     state = BatchRun(run_config, chosen, out, num_workers, redo_existing).run(progress=progress)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(state.counts().items())) or "none"

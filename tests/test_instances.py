@@ -55,8 +55,11 @@ def test_datasets_folder_with_json_string_lists(tmp_path):
     assert [i.FAIL_TO_PASS for i in loaded] == [[f"t.py::f{i}"] for i in range(4)]
     datasets.DatasetDict({"test": datasets.Dataset.from_list(data)}).save_to_disk(str(tmp_path / "dd"))
     assert len(load_instances(tmp_path / "dd", split="test")) == 4
+    assert len(load_instances(tmp_path / "dd")) == 4  # no `train`: the only split
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(data), "dev": datasets.Dataset.from_list(data[:1])}
+                         ).save_to_disk(str(tmp_path / "dd2"))
     with pytest.raises(UserError, match="no split 'train'.*test"):
-        load_instances(tmp_path / "dd")
+        load_instances(tmp_path / "dd2")
 
 
 def test_round_trip_with_local_task(tmp_path):

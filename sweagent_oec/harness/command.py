@@ -20,6 +20,8 @@ def eval_command(
     gold: bool = typer.Option(False, "--gold", help="Evaluate each instance's reverse bug patch instead of predictions."),
     output_dir: Path = typer.Option(Path("logs/run_evaluation"), "--output-dir", help="Root folder of evaluation runs."),
     grading: str = typer.Option("strict", "--grading", help="strict (missing/skipped tests fail) | swesmith (SWE-smith's rule)."),
+    harness: str = typer.Option("auto", "--harness", help="swesmith (ours) | swebench (SWE-bench's package, its images) | auto: swebench for SWE-bench instances."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
 ) -> None:
     """Apply each prediction's patch in a fresh environment, run the tests, grade, and write reports."""
     from rich.console import Console
@@ -39,7 +41,7 @@ def eval_command(
     if not run_id.strip() or "/" in run_id:
         raise UserError(f"--run-id {run_id!r} must be a non-empty name without '/'")
     preds = None if gold else load_predictions(predictions)
-    dataset = load_instances(instances)
+    dataset = load_instances(instances, split)
     if instance_ids:
         wanted = [iid.strip() for item in instance_ids for iid in item.split(",") if iid.strip()]
         dataset = [get_instance(dataset, iid, instances) for iid in dict.fromkeys(wanted)]
@@ -47,7 +49,12 @@ def eval_command(
             preds = {iid: pred for iid, pred in preds.items() if iid in set(wanted)}
     opts = EvalOptions(run_id=run_id, output_dir=output_dir, workers=workers, timeout=timeout, runtime=runtime,
                        redo_existing=redo_existing, gold=gold, policy=grading)  # type: ignore[arg-type]
-    agg = evaluate(dataset, preds, opts)
+    from sweagent_oec.harness.swebench import choose_harness, evaluate_swebench
+
+    if choose_harness(harness, dataset, runtime) == "swebench":
+        agg = evaluate_swebench(dataset, preds, opts)
+    else:
+        agg = evaluate(dataset, preds, opts)
     console = Console()
     console.print(f"{agg['total']} evaluated: [green]{agg['resolved']} resolved[/], {agg['unresolved']} unresolved, "
                   f"[red]{agg['error']} errors[/]; report: {opts.run_dir / 'report.json'}", highlight=False)

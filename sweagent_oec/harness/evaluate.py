@@ -28,7 +28,8 @@ from sweagent_oec.files import atomic_write_text
 from sweagent_oec.harness.grading import Policy, report_from_log
 from sweagent_oec.harness.log_parser import END_LINE, START_LINE
 from sweagent_oec.harness.predictions import Prediction
-from sweagent_oec.harness.report import REPORT_NAME, aggregate_report, instance_report, read_report, write_report
+from sweagent_oec.harness.report import REPORT_NAME, aggregate_report, instance_report, write_report
+from sweagent_oec.harness.resume import finished_report, settings_of, write_settings
 from sweagent_oec.tasks.instances import Instance, diff_paths
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,7 @@ def evaluate_instance(instance: Instance, prediction: Prediction | None, opts: E
         atomic_write_text(out / "patch.diff", patch or "")
         atomic_write_text(out / "test_output.txt", "empty patch: nothing to apply, tests not run\n")
         report = instance_report(model_patch=patch, model_name_or_path=name, error="empty_patch: the prediction has no patch")
+        write_settings(out, settings_of(opts))
         write_report(out / REPORT_NAME, report)
         return report
     s: _Session | None = None
@@ -255,6 +257,7 @@ def evaluate_instance(instance: Instance, prediction: Prediction | None, opts: E
         )
     atomic_write_text(out / "patch.diff", (s.patch if s else patch) or "")
     atomic_write_text(out / "test_output.txt", test_log)
+    write_settings(out, settings_of(opts))
     write_report(out / REPORT_NAME, report)
     return report
 
@@ -276,7 +279,7 @@ def evaluate(instances: list[Instance], predictions: dict[str, Prediction] | Non
     reports: dict[str, dict] = {}
     pending = []
     for instance in todo:
-        done = None if opts.redo_existing else read_report(opts.run_dir / instance.instance_id / REPORT_NAME)
+        done = None if opts.redo_existing else finished_report(opts.run_dir / instance.instance_id, settings_of(opts))
         if done is not None:
             reports[instance.instance_id] = done
         else:

@@ -2,21 +2,31 @@
 
 The one place the instance format is defined. SWE-smith fields (DESIGN section 4) are kept as
 they are; rows may carry more fields, which are kept too. Loaders live below the schema.
+
+SWE-bench rows (SWE-bench, Lite, Verified: they carry `test_patch` and `version`) are read too.
+Their `patch` is the gold FIX, not a bug: it is kept as `gold_patch` and `patch` is left empty, so
+no runtime injects it; the task state is `base_commit` itself, in SWE-bench's image
+(`image_name` from `swebench_image_name` unless the row names one).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import logging
+import os
 import random
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweagent_oec.errors import UserError
 from sweagent_oec.files import atomic_write_text, json_lines
+
+log = logging.getLogger(__name__)
 
 
 class LocalTask(BaseModel):
@@ -50,6 +60,29 @@ def diff_paths(diff: str) -> list[str]:
     return list(dict.fromkeys(path for pair in DIFF_HEADER.findall(diff or "") for path in pair))
 
 
+# --- SWE-bench rows --------------------------------------------------------------------------
+
+#: The fields that tell a SWE-bench row (SWE-bench, Lite, Verified, any split) from a SWE-smith one:
+#: SWE-smith rows have neither. (SWE-bench rows also carry `environment_setup_commit`, `hints_text`.)
+SWEBENCH_FIELDS = ("test_patch", "version")
+#: SWE-bench's image registry namespace and tag (its harness's `--namespace`, `--instance_image_tag`),
+#: overridable with these environment variables. An empty namespace names local images.
+SWEBENCH_NAMESPACE_ENV, SWEBENCH_TAG_ENV = "OEC_SWEBENCH_NAMESPACE", "OEC_SWEBENCH_TAG"
+
+
+def is_swebench_row(row: dict) -> bool:
+    return isinstance(row.get("test_patch"), str) and row.get("version") not in (None, "")
+
+
+def swebench_image_name(instance_id: str, namespace: str | None = None, tag: str | None = None) -> str:
+    """SWE-bench's instance image, as its `TestSpec.instance_image_key` names it:
+    `swebench/sweb.eval.x86_64.<id>:latest`, lower case, `__` -> `_1776_` when pulled from a namespace."""
+    namespace = os.environ.get(SWEBENCH_NAMESPACE_ENV, "swebench") if namespace is None else namespace
+    tag = (os.environ.get(SWEBENCH_TAG_ENV) or "latest") if tag is None else tag
+    key = f"sweb.eval.x86_64.{instance_id.lower()}:{tag}"
+    return f"{namespace}/{key}".replace("__", "_1776_") if namespace else key
+
+
 class Instance(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -63,6 +96,23 @@ class Instance(BaseModel):
     base_commit: str | None = None
     created_at: str | None = None
     local: LocalTask | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _swebench_row(cls, data: Any) -> Any:
+        # SWE-bench's `patch` is the gold fix: moved to `gold_patch`, so nothing reads it as a bug
+        # to inject. Idempotent: a row written back by write_instances_jsonl keeps its meaning.
+        if isinstance(data, dict) and is_swebench_row(data) and "gold_patch" not in data:
+            data = {**data, "gold_patch": data.get("patch") or "", "patch": ""}
+            if not data.get("image_name") and data.get("instance_id"):
+                data["image_name"] = swebench_image_name(str(data["instance_id"]))
+        return data
+
+    @property
+    def is_swebench(self) -> bool:
+        """A SWE-bench task: the agent starts at `base_commit`, graded by SWE-bench's harness."""
+        extra = self.model_extra or {}
+        return isinstance(extra.get("gold_patch"), str) and is_swebench_row(extra)
 
     @field_validator("FAIL_TO_PASS", "PASS_TO_PASS", mode="before")
     @classmethod
@@ -113,20 +163,34 @@ def _load_json_file(path: Path) -> list[Instance]:
     return [_parse_row(row, f"{path}:{lineno}") for lineno, row in lines]
 
 
-def _rows_from_dataset(dataset: Any, where: str, split: str) -> list[Instance]:
+def _rows_from_dataset(dataset: Any, where: str, split: str | None) -> list[Instance]:
     import datasets
 
     if isinstance(dataset, datasets.DatasetDict):
+        if split is None:  # the usual one, else the only one
+            split = "train" if "train" in dataset or len(dataset) != 1 else next(iter(dataset))
         if split not in dataset:
-            raise UserError(f"{where}: no split {split!r} (splits: {', '.join(dataset)}); pass one of them.")
+            raise UserError(f"{where}: no split {split!r} (splits: {', '.join(dataset)}); pass one of them with --split.")
         dataset = dataset[split]
     return [_parse_row(row, f"{where} row {i}") for i, row in enumerate(dataset)]
 
 
-def load_instances(source: str | Path, split: str = "train") -> list[Instance]:
+#: Hub datasets of the SWE-bench family publish `test` (and `dev`) splits, no `train`.
+_SWEBENCH_HUB = re.compile(r"^(SWE-bench|princeton-nlp)/SWE-bench(_Lite|_Verified|_Multimodal)?$", re.I)
+
+
+def default_split(source: str | Path) -> str:
+    """The split a hub name is read with when none is given: `test` for SWE-bench, else `train`."""
+    return "test" if _SWEBENCH_HUB.match(str(source)) else "train"
+
+
+def load_instances(source: str | Path, split: str | None = None) -> list[Instance]:
     """Instances from a JSON file (one object or a list), a JSONL file, a `datasets` folder
     (`save_to_disk`), a Hugging Face dataset name such as `SWE-bench/SWE-smith`, or `embedded`
-    (the embedded task set, built on first use)."""
+    (the embedded task set, built on first use).
+
+    `split` picks a split of a hub dataset (default `default_split(source)`) or of a saved
+    `DatasetDict` (default `train`, else its only split); files have none."""
     if str(source) == "embedded":
         from sweagent_oec.tasks.embedded import embedded_instances_path  # it loads through this function
 
@@ -141,10 +205,13 @@ def load_instances(source: str | Path, split: str = "train") -> list[Instance]:
             raise UserError(f"{path}: not a `datasets` folder (no dataset_info.json/state.json); give a dataset saved with save_to_disk, or a JSON/JSONL file.") from None
         return _rows_from_dataset(dataset, str(path), split)
     if path.is_file():
+        if split is not None:
+            raise UserError(f"{path}: a JSON/JSONL file has no splits; drop --split {split} (it is for `datasets` folders and hub names).")
         return _load_json_file(path)
     if _HUB_NAME.match(str(source)):
         import datasets
 
+        split = split or default_split(source)
         try:
             dataset = datasets.load_dataset(str(source), split=split)
         except Exception as e:  # offline, unknown name, or no such split: all mean "cannot use it"
@@ -152,6 +219,45 @@ def load_instances(source: str | Path, split: str = "train") -> list[Instance]:
             raise UserError(f"cannot load Hugging Face dataset {source!r} (split {split!r}): {reason[:200]}; this machine may be offline: save it with `save_to_disk` or as JSONL elsewhere and pass that path.") from None
         return _rows_from_dataset(dataset, str(source), split)
     raise UserError(f"{source}: no such file or folder, and not a Hugging Face dataset name (owner/name); check the path.")
+
+
+#: File extensions of the languages instances are written in (their patch's files).
+LANGUAGE_EXTENSIONS = {
+    "python": (".py", ".pyx", ".pyi"), "go": (".go",), "rust": (".rs",), "java": (".java",), "c": (".c", ".h"),
+    "cpp": (".cc", ".cpp", ".cxx", ".hpp", ".hh"), "javascript": (".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx"),
+    "php": (".php",), "ruby": (".rb",), "csharp": (".cs",), "kotlin": (".kt",), "scala": (".scala",),
+}
+
+
+def instance_language(instance: Instance) -> str | None:
+    """The row's own `language` field, else the language of most source files its patch (the bug,
+    or SWE-bench's gold fix) touches; None when no file has a known extension."""
+    own = (instance.model_extra or {}).get("language")
+    if isinstance(own, str) and own.strip():
+        return own.strip().lower()
+    diff = instance.patch or (instance.model_extra or {}).get("gold_patch") or ""
+    votes = Counter(lang for path in diff_paths(diff) for lang, exts in LANGUAGE_EXTENSIONS.items() if path.endswith(exts))
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def skip_instances(instances: list[Instance], *, empty_problem_statement: bool = False,
+                   languages: list[str] | None = None) -> tuple[list[Instance], Counter]:
+    """Drop rows an agent cannot work on: those with a blank problem statement (when asked) and
+    those not in `languages` (by `instance_language`; unknown counts as not in). Returns the kept
+    rows, in order, and how many were skipped for each reason; logs one line when any were."""
+    wanted = {lang.strip().lower() for lang in languages or [] if lang.strip()}
+    kept, skipped = [], Counter()
+    for instance in instances:
+        if empty_problem_statement and not instance.problem_statement.strip():
+            skipped["empty problem statement"] += 1
+        elif wanted and (lang := instance_language(instance)) not in wanted:
+            skipped[f"language {lang or 'unknown'}"] += 1
+        else:
+            kept.append(instance)
+    if skipped:
+        log.warning("skipped %d of %d instances (%s)", sum(skipped.values()), len(instances),
+                    ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items())))
+    return kept, skipped
 
 
 def parse_slice(spec: str) -> slice:

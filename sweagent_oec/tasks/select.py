@@ -32,7 +32,7 @@ def repo_instance(repo: Path, problem_statement: str | None) -> Instance:
 
 
 def single_instance(instances: str | None, instance_id: str | None, repo: Path | None, problem_statement: str | None,
-                    bundled: bool, scratch: Path) -> Instance:
+                    bundled: bool, scratch: Path, split: str | None = None) -> Instance:
     chosen = sum(bool(x) for x in (instances, repo, bundled))
     if chosen != 1:
         raise UserError("name exactly one task: --instances FILE --instance-id ID, --repo DIR -p TEXT, or --bundled")
@@ -44,7 +44,7 @@ def single_instance(instances: str | None, instance_id: str | None, repo: Path |
         return repo_instance(repo, problem_statement)
     from sweagent_oec.tasks.instances import get_instance, load_instances
 
-    loaded = load_instances(instances)
+    loaded = load_instances(instances, split)
     if not instance_id:
         if len(loaded) != 1:
             raise UserError(f"{instances} holds {len(loaded)} instances: choose one with --instance-id")
