@@ -144,3 +144,19 @@ def test_container_is_removed_at_interpreter_exit(docker_host, docker_client):
     assert done.returncode == 0, done.stderr
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(done.stdout.strip())
+
+
+@pytest.mark.docker
+def test_engine_enforces_the_limits_without_privileges(docker_host, docker_client, tmp_path):
+    instance = materialize_tinycalc(tmp_path).model_copy(update={"repo": TEST_REPO})
+    rt = make_runtime(instance, EnvConfig(type="docker", docker_host=docker_host, max_processes=64, memory_limit="256m"))
+    try:
+        assert rt.info.as_dict()["limits"] == {"mechanism": "docker", "max_processes": 64, "memory_limit": 256 * 2**20}
+        host_config = docker_client.containers.get(rt._container.id).attrs["HostConfig"]
+        assert host_config["PidsLimit"] == 64 and host_config["Memory"] == 256 * 2**20
+        assert not host_config.get("Privileged") and not host_config.get("CapAdd")
+        hog = rt.run("python3 -c 'b = []\nwhile True: b.append(bytearray(32 * 2**20))'", timeout=60)
+        assert hog.exit_code == 137  # the OOM killer, inside the container's limit
+        assert rt.run("echo alive", timeout=10).output == "alive\n"
+    finally:
+        rt.close()

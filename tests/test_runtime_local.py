@@ -1,4 +1,6 @@
-"""The local runtime's own promises: the bubblewrap sandbox, the unconfined mode, its inputs."""
+"""The local runtime's own promises: the bubblewrap sandbox, the unconfined mode, its inputs.
+
+Hostile commands against the sandbox are in test_sandbox_hostile.py."""
 
 from __future__ import annotations
 
@@ -108,15 +110,33 @@ def test_sandbox_none_runs_unconfined_and_says_so(started, monkeypatch):
     assert not workdir.exists()
 
 
-def test_auto_without_bwrap_runs_unconfined_with_a_note(started, path_without_bwrap):
-    rt = started(EnvConfig(sandbox="auto"))
-    assert rt.info.sandbox == "none" and any("not installed" in note for note in rt.info.notes)
-    assert rt.run("echo hi", timeout=10).output == "hi\n"
+@pytest.mark.parametrize("sandbox", ["auto", "bwrap"])
+def test_without_bwrap_the_runtime_refuses_to_start_unless_none_is_chosen(started, path_without_bwrap, sandbox, tmp_path):
+    with pytest.raises(UserError, match="bubblewrap, which is not installed") as refused:
+        started(EnvConfig(sandbox=sandbox))
+    message = str(refused.value)
+    assert "\n" not in message and all(hint in message for hint in ("apt-get install bubblewrap", "env.type: docker",
+                                                                     "env.sandbox: none"))
+    rt = started(EnvConfig(sandbox="none"))  # the explicit choice still runs, and says so
+    assert rt.info.sandbox == "none" and rt.run("echo hi", timeout=10).output == "hi\n"
 
 
-def test_bwrap_required_but_missing_is_a_user_error(started, path_without_bwrap):
-    with pytest.raises(UserError, match="bubblewrap is not installed"):
-        started(EnvConfig(sandbox="bwrap"))
+def test_limits_are_in_force_unconfined_too(started):
+    rt = started(EnvConfig(sandbox="none", max_processes=50))
+    assert rt.info.as_dict()["limits"]["max_processes"] == 50 and rt.info.limits["mechanism"].startswith("cgroup")
+    forks = ("import os, time\nmade = refused = 0\nfor _ in range(80):\n    try:\n        pid = os.fork()\n"
+             "    except OSError:\n        refused += 1\n        continue\n    if pid == 0:\n        time.sleep(2)\n"
+             "        os._exit(0)\n    made += 1\nprint(made, refused)\n")
+    rt.write_file("forks.py", forks)
+    made, refused = map(int, rt.run("python3 forks.py", timeout=30).output.split())
+    assert made < 50 and refused == 80 - made and rt.cgroup.events()["forks_refused"] > 0
+    # A process that left the session and cleared its environment is still in the cgroup: close ends it.
+    word = f"1000.{uuid.uuid4().int % 10**8}"
+    rt.run(f"(setsid env -i sleep {word} >/dev/null 2>&1 &)", timeout=10)
+    time.sleep(0.2)
+    assert _running(word)
+    rt.close()
+    assert not _running(word)
 
 
 def test_task_environment_venv_and_pythonpath(started, tmp_path):

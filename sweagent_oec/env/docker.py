@@ -152,7 +152,12 @@ class DockerRuntime(MarkerSession):
             self._container = client.containers.run(
                 image, ["sleep", "infinity"], detach=True, name=f"oec-{re.sub(r'[^a-zA-Z0-9_.-]', '-', name)[:60]}-"
                 f"{secrets.token_hex(4)}", labels={"sweagent-oec": "1"}, environment=env,
-                network_mode=None if config.network else "none", working_dir=WORKDIR)
+                network_mode=None if config.network else "none", working_dir=WORKDIR,
+                # Limits the engine enforces (root in the container included); no added capabilities.
+                privileged=False, pids_limit=config.max_processes or -1, mem_limit=config.memory_bytes or 0,
+                memswap_limit=config.memory_bytes or 0)
+            self.info.limits = {"mechanism": "docker", "max_processes": config.max_processes,
+                                "memory_limit": config.memory_bytes}
             self._start_session()
         except docker.errors.DockerException as e:
             self.close()

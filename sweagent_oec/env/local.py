@@ -8,13 +8,16 @@ an end marker that carries its exit code, so a round trip costs well under a mil
 
 from __future__ import annotations
 
+import array
 import atexit
+import ctypes
 import logging
 import os
 import posixpath
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -31,6 +34,7 @@ from sweagent_oec.env.runtime import (
     RuntimeError_,
     RuntimeInfo,
 )
+from sweagent_oec.env.limits import Cgroup, join_command, rlimit_commands
 from sweagent_oec.env.session import SESSION_ENDED, TIMED_OUT, MarkerSession, OutputReader, refusal_functions
 from sweagent_oec.errors import UserError
 
@@ -49,10 +53,24 @@ _GIT_IDENTITY = {"GIT_AUTHOR_NAME": "oec", "GIT_AUTHOR_EMAIL": "oec@localhost", 
 _READ_SIZE = 1 << 16
 #: Commands at least this long go to the shell through a file (its pipe reads are one byte at a time).
 _LARGE_COMMAND = 1024
-_COMMAND_FILE = ".oec_command"
+_COMMAND_FILE = "command"
+#: Where the sandbox sees the folder of that file: read-only, so nothing inside can rewrite a command.
+_COMMAND_DIR = "/run/oec-session"
 #: After a timeout: how long SIGINT, then SIGKILL of the command's processes, get to end it.
 _INTERRUPT_GRACE_S = 2.0
 _KILL_GRACE_S = 1.0
+#: What of the host the sandbox shows (read-only): the system's own folders, nothing else.
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+#: Files under those folders that the sandbox hides (root without capabilities still owns them).
+MASKED_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers")
+MASKED_DIRS = ("/etc/ssh", "/etc/sudoers.d", "/etc/ssl/private")
+#: /proc entries a root without capabilities could still write (sysctls such as kernel.core_pattern,
+#: sysrq-trigger) are read-only; ones that tell of the host's kernel are hidden (as Docker does).
+PROC_READONLY = ("sys", "sysrq-trigger", "fs", "bus", "irq")
+PROC_MASKED_FILES = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats", "kallsyms")
+PROC_MASKED_DIRS = ("acpi", "scsi", "asound")
+_INSTALL_HINT = ("install bubblewrap (apt-get install bubblewrap, dnf install bubblewrap), use env.type: docker, "
+                 "or set env.sandbox: none to run the agent unconfined")
 
 def _bash_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
@@ -200,27 +218,67 @@ def _close_live_runtimes() -> None:
         runtime.close()
 
 
+_bwrap_checked: dict[str, str | None] = {}
+
+
 def _choose_sandbox(config: EnvConfig) -> tuple[str | None, str | None]:
-    """(path of bwrap or None, note for RuntimeInfo when unconfined)."""
-    global _warned_unconfined
+    """(path of bwrap or None, note for RuntimeInfo when unconfined). Never unconfined unless asked."""
     if config.sandbox == "none":
-        return None, "sandbox disabled (env.sandbox: none): commands run unconfined, with this user's files and network"
+        return None, ("sandbox disabled (env.sandbox: none): commands run unconfined, with this user's files, "
+                      "processes and network")
     bwrap = shutil.which("bwrap")
-    if bwrap:
-        return bwrap, None
-    if config.sandbox == "bwrap":
-        raise UserError("env.sandbox is 'bwrap' but bubblewrap is not installed; install it (apt-get install bubblewrap) "
-                        "or set env.sandbox: auto")
-    note = "bubblewrap (bwrap) is not installed: commands run unconfined, with this user's files and network"
-    if not _warned_unconfined:
-        log.warning("%s; install bubblewrap to confine the agent", note)
-        _warned_unconfined = True
-    return None, note
+    if not bwrap:
+        raise UserError(f"the local runtime confines the agent with bubblewrap, which is not installed: {_INSTALL_HINT}")
+    with _spawn_lock:
+        if bwrap not in _bwrap_checked:
+            # Once per process: the kernel may forbid what the sandbox needs (namespaces for this user).
+            probe = subprocess.run([bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
+                                    "--unshare-ipc", "--unshare-uts", "--unshare-net", "--new-session", "--cap-drop", "ALL",
+                                    "--", "true"], capture_output=True, text=True, env={"PATH": SYSTEM_PATH})
+            _bwrap_checked[bwrap] = None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["?"])[-1]
+    if _bwrap_checked[bwrap] is not None:
+        raise UserError(f"bubblewrap cannot build the sandbox here ({_bwrap_checked[bwrap]}): {_INSTALL_HINT}")
+    return bwrap, None
+
+
+def _make_undumpable() -> None:
+    """Unconfined sessions: other processes of this (non-root) user can no longer read this process's
+    environment or memory (/proc/<pid>/environ, mem); root keeps that power (see env/README.md)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except (OSError, AttributeError):
+        log.warning("could not mark the launcher non-dumpable: unconfined sessions may read its environment")
+
+
+def _base_interpreter(venv: str) -> str | None:
+    """The Python installation a venv's interpreter links to, from pyvenv.cfg's `home` (None: a system one)."""
+    try:
+        for line in Path(venv, "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home":
+                prefix = str(Path(value.strip()).parent)
+                top = prefix.strip("/").split("/")[0]
+                return None if top in SYSTEM_DIRS or prefix == "/" else prefix
+    except OSError:
+        pass
+    return None
+
+
+class _ChannelReader(OutputReader):
+    """The local session's reader: output is plain bytes (no marker to look for in it); the exit code
+    and state come over the control channel, so nothing the command prints can end it."""
+
+    def feed_output(self, chunk: bytes) -> None:
+        self._keep(chunk)
+
+    def finish(self, exit_code: int, state: bytes) -> None:
+        self.exit_code, self.state = exit_code, state
 
 
 class LocalRuntime(MarkerSession):
     #: A local task state keeps its test files (the bug patch does not remove them).
     test_source: tuple[str, str] | None = None
+    reader_class = _ChannelReader
 
     """A private working copy plus a persistent bash session in it (implements `Runtime`).
 
@@ -249,12 +307,16 @@ class LocalRuntime(MarkerSession):
         self._proc: subprocess.Popen | None = None
         self._closed = False
         self._leftover = b""
+        self.cgroup: Cgroup | None = None
         self._bwrap, unconfined_note = _choose_sandbox(config)
         self._venv = str(Path(venv).absolute()) if venv else None
         if venv and not Path(venv, "bin").is_dir():
             raise UserError(f"venv {venv} has no bin/ folder; build it (local.install_cmd) or fix local.venv")
+        if not self._bwrap:
+            _make_undumpable()
         self._root = Path(tempfile.mkdtemp(prefix="oec-runtime-"))
         self._repo, self._tmp = self._root / "repo", self._root / "tmp"
+        self._id = uuid.uuid4().hex
         _live_runtimes.add(self)
         try:
             prepare(self._repo)
@@ -263,15 +325,24 @@ class LocalRuntime(MarkerSession):
             shell_tmp = "/tmp" if self._bwrap else str(self._tmp)
             self.info = RuntimeInfo(type="local", sandbox="bwrap" if self._bwrap else "none", workdir=workdir,
                                     notes=[unconfined_note] if unconfined_note else [])
+            self.cgroup = Cgroup.create(self._id, config.max_processes, config.memory_bytes)
+            self._rlimits: list[str] = []
+            if self.cgroup is not None:
+                self.info.limits = self.cgroup.describe()
+            else:
+                self._rlimits, self.info.limits = rlimit_commands(config.max_processes, config.memory_bytes)
+                self.info.notes.append("no writable cgroup: limits are rlimits (memory per process; processes per uid, "
+                                       "never for root)")
             # Agent path prefix -> host folder, for write_file/read_file.
             self._mounts = [(SANDBOX_WORKDIR, self._repo), ("/tmp", self._tmp)] if self._bwrap else []
             (self._tmp / "home").mkdir(parents=True)
             (self._tmp / "home" / ".gitconfig").write_text(
                 "[user]\n\tname = oec\n\temail = oec@localhost\n[core]\n\tpager = cat\n[safe]\n\tdirectory = *\n")
-            self._id = uuid.uuid4().hex
-            self._mark = f"\x1e__OEC_END_{self._id}__".encode()
+            self._mark = b""  # unused: the end of a command comes over the control channel
+            self._seq = 0
             self._saved_state = ""
-            self._command_file = f"{shell_tmp}/{_COMMAND_FILE}"
+            (self._root / "cmd").mkdir(mode=0o700)
+            self._command_file = f"{_COMMAND_DIR if self._bwrap else self._root / 'cmd'}/{_COMMAND_FILE}"
             self._env = self._session_env(workdir, shell_tmp, venv, task_env)
             self._start_session()
             self._prepare(config)
@@ -302,57 +373,83 @@ class LocalRuntime(MarkerSession):
             env[key] = value
         return env
 
-    def _command_line(self, command_fd: int) -> list[str]:
-        # The session's loop: read one NUL-terminated command from the pipe, eval it (a syntax error cannot
-        # leave the parser waiting; error lines count from the command's own first line, as in `bash -c`),
-        # then print the end marker with the exit code and the state (exports and cwd) a restart restores.
-        # Commands too big for bash's byte-at-a-time pipe reads come through a file instead. All on one
-        # line, so that line numbers in bash's messages are the command's own.
-        loop = (f"__oec_mark=$'{self._mark.decode()}'; __oec_x=; "
-                f"while IFS= read -r -d '' __oec_cmd <&{command_fd}; do "
+    def _command_line(self, control_fd: int) -> list[str]:
+        # The session's loop: read a sequence number and a NUL-terminated command from the control socket,
+        # eval it (a syntax error cannot leave the parser waiting; error lines count from the command's own
+        # first line, as in `bash -c`), then write the sequence number, the exit code and the state (exports
+        # and cwd) a restart restores back to the socket. The command runs with the socket closed, so no
+        # program it starts holds it (and a socket, unlike a pipe, cannot be reopened through /proc); the host
+        # takes a record only from the shell's own pid (the kernel stamps each write with it), and only with
+        # the current sequence number. Commands too big for bash's byte-at-a-time reads come through a file
+        # in a folder the sandbox sees read-only. All on one line, so that line numbers in bash's messages
+        # are the command's own.
+        loop = (f"__oec_x=; "
+                f"while IFS= read -r -d '' __oec_seq <&{control_fd} && IFS= read -r -d '' __oec_cmd <&{control_fd}; do "
                 f"if [ \"$__oec_cmd\" = __oec_from_file ]; then IFS= read -r -d '' __oec_cmd < {self._command_file}; fi; "
                 # `break`/`continue` stay in the one-pass for; the agent's `set -x` covers its command only.
-                "for __oec_once in 1; do eval \"${__oec_x:+set -x; }$__oec_cmd\"; done; "
-                "{ __oec_rc=$?; __oec_x=${-//[^x]/}; set +x; } 2>/dev/null; builtin printf '%s%d\\n' \"$__oec_mark\" \"$__oec_rc\"; builtin export -p; "
-                "builtin printf 'cd -- %q\\n%s\\n' \"$PWD\" \"$__oec_mark\"; done")
+                "for __oec_once in 1; do eval \"${__oec_x:+set -x; }$__oec_cmd\"; "
+                f"done {control_fd}<&-; "
+                "{ __oec_rc=$?; __oec_x=${-//[^x]/}; set +x; } 2>/dev/null; "
+                "{ builtin printf 'R%s %d\\n' \"$__oec_seq\" \"$__oec_rc\"; builtin export -p; "
+                f"builtin printf 'cd -- %q\\n\\0' \"$PWD\"; }} >&{control_fd}; done")
         bash = ["bash", "--noprofile", "--norc", "-c", loop, "bash"]
         if not self._bwrap:
-            return bash
+            return join_command(self.cgroup, self._rlimits, bash, exec_=False)
+        # A fresh root holding only the system's folders (read-only), the repo copy, a private /tmp (with $HOME),
+        # and the task's venv and its interpreter (read-only): no host $HOME, caches, task store or project.
         args = [self._bwrap, "--tmpfs", "/"]
-        # The host's top level, read-only, one entry at a time: a read-only / could not take /testbed.
-        for name in sorted(os.listdir("/")):
-            if name in ("proc", "dev", "tmp", SANDBOX_WORKDIR.strip("/")):
-                continue
+        for name in SYSTEM_DIRS:
             path = f"/{name}"
             if os.path.islink(path):
                 args += ["--symlink", os.readlink(path), path]
-            else:
+            elif os.path.isdir(path):
                 args += ["--ro-bind", path, path]
-        args += ["--dev", "/dev", "--proc", "/proc", "--bind", str(self._tmp), "/tmp",
-                 "--bind", str(self._repo), SANDBOX_WORKDIR]
-        if self._venv:  # it may live under the host's /tmp, which the private /tmp hides
+        args += [arg for path in MASKED_FILES if os.path.isfile(path) for arg in ("--ro-bind", "/dev/null", path)]
+        args += [arg for path in MASKED_DIRS if os.path.isdir(path) for arg in ("--tmpfs", path)]
+        args += ["--dev", "/dev", "--proc", "/proc"]
+        for name in PROC_READONLY:
+            if os.path.exists(f"/proc/{name}"):
+                args += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
+        args += [arg for name in PROC_MASKED_FILES if os.path.isfile(f"/proc/{name}")
+                 for arg in ("--ro-bind", "/dev/null", f"/proc/{name}")]
+        args += [arg for name in PROC_MASKED_DIRS if os.path.isdir(f"/proc/{name}") for arg in ("--tmpfs", f"/proc/{name}")]
+        args += ["--bind", str(self._tmp), "/tmp",
+                 "--bind", str(self._repo), SANDBOX_WORKDIR, "--ro-bind", str(self._root / "cmd"), _COMMAND_DIR]
+        if self._venv:  # it may live under the host's /tmp or $HOME, which the sandbox does not show
             args += ["--ro-bind", self._venv, self._venv]
+            base = _base_interpreter(self._venv)
+            if base and os.path.isdir(base):
+                args += ["--ro-bind", base, base]
         args += ["--remount-ro", "/",
-                 "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--chdir", SANDBOX_WORKDIR]
+                 "--unshare-user-try", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
+                 "--unshare-cgroup-try",
+                 "--new-session", "--die-with-parent", "--cap-drop", "ALL", "--chdir", SANDBOX_WORKDIR]
         if not self.config.network:
             args.append("--unshare-net")
-        return [*args, "--", *bash]
+        return join_command(self.cgroup, self._rlimits, [*args, "--", *bash], exec_=True)
 
     def _start_session(self) -> None:
         # Commands come in on their own pipe; stdin is /dev/null, so nothing the agent runs can wait on input
-        # or swallow the next command.
-        read_end, self._cmd_fd = os.pipe()
+        # or swallow the next command. The end of each command comes back over a socket that tells whose
+        # process wrote to it.
+        self._ctl, control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._ctl.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self._ctl.setblocking(False)
+        self._ctl_buf = b""
+        self._shell_host_pid: int | None = None
         try:
             self._proc = _spawner().submit(
-                subprocess.Popen, self._command_line(read_end), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, pass_fds=(read_end,), env=self._env, cwd=self._repo, start_new_session=True,
+                subprocess.Popen, self._command_line(control.fileno()), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(control.fileno(),), env=self._env,
+                cwd=self._repo, start_new_session=True,
             ).result()
         finally:
-            os.close(read_end)
-        os.set_blocking(self._cmd_fd, False)
+            control.close()
         self._out_fd = self._proc.stdout.fileno()
+        os.set_blocking(self._out_fd, False)
         self._poll = select.poll()
         self._poll.register(self._out_fd, select.POLLIN)
+        self._poll.register(self._ctl.fileno(), select.POLLIN)
         setup = refusal_functions() + f"cd -- {_bash_quote(self.info.workdir)}\n"
         result = self._exchange(setup, time.monotonic() + 30)
         if result.exit_code != 0:
@@ -364,50 +461,103 @@ class LocalRuntime(MarkerSession):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def root(self) -> Path:
+        """The runtime's private folder on the host (repo/, tmp/, cmd/); deleted by close()."""
+        return self._root
+
     def _send_command(self, command: str, reader: OutputReader, deadline: float | None):
         command = command.replace("\0", "")  # NUL ends a command on the pipe; bash strings cannot hold it anyway
+        self._seq += 1
         if len(command) < _LARGE_COMMAND:
-            payload = command.encode() + b"\0"
+            payload = f"{self._seq}\0{command}\0".encode()
         else:
             # Overwritten in place, NUL-terminated, never truncated: freeing blocks costs ms on some disks.
-            fd = os.open(self._tmp / _COMMAND_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+            fd = os.open(self._root / "cmd" / _COMMAND_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
                 os.pwrite(fd, command.encode() + b"\0", 0)
             finally:
                 os.close(fd)
-            payload = b"__oec_from_file\0"
+            payload = f"{self._seq}\0__oec_from_file\0".encode()
         return self._pump(payload, reader, deadline)
 
     def _ended_exit_code(self) -> int | None:
         try:
             return self._proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
-            return None  # the shell lives on but closed its output (exec >/dev/null)
+            return None
+
+    def _read_output(self, reader: "OutputReader") -> bool:
+        """Take what the output pipe holds now; False at its end."""
+        while True:
+            try:
+                chunk = os.read(self._out_fd, _READ_SIZE)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            reader.feed_output(chunk)
+
+    def _read_control(self) -> tuple[int, bytes] | bool:
+        """(exit code, state) once the shell's record of the current command is complete; False at the
+        socket's end; True otherwise. Bytes from any other process, and stale records, are dropped."""
+        while True:
+            try:
+                data, ancillary, _, _ = self._ctl.recvmsg(_READ_SIZE, socket.CMSG_SPACE(12))
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            sender = next((array.array("i", raw[:12])[0] for level, kind, raw in ancillary
+                           if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), None)
+            if self._shell_host_pid is None:
+                self._shell_host_pid = sender  # the first record, before any command ran, comes from the shell
+            if sender != self._shell_host_pid:
+                log.warning("dropped %d bytes written to the session's control channel by pid %s, not its shell",
+                            len(data), sender)
+                continue
+            self._ctl_buf += data
+            while b"\0" in self._ctl_buf:
+                record, self._ctl_buf = self._ctl_buf.split(b"\0", 1)
+                head, _, state = record.partition(b"\n")
+                seq, _, rc = head[1:].partition(b" ")
+                if head.startswith(b"R") and seq == str(self._seq).encode():
+                    return int(rc or b"-1"), state
+                log.warning("dropped a stale or malformed control record: %r", head[:80])
 
     def _pump(self, payload: bytes, reader: "OutputReader", deadline: float | None):
-        """Write `payload` to the shell and read its output until the end marker, EOF or the deadline."""
-        pending = memoryview(payload)
+        """Send `payload` to the shell and read its output until its control record, its end, or the deadline."""
+        pending, ctl = memoryview(payload), self._ctl.fileno()
         if pending:
-            self._poll.register(self._cmd_fd, select.POLLOUT)
+            self._poll.modify(ctl, select.POLLIN | select.POLLOUT)
         try:
             while True:
                 wait_ms = 500 if deadline is None else max(0, min(500, int((deadline - time.monotonic()) * 1000) + 1))
                 events = self._poll.poll(wait_ms)
                 for fd, event in events:
-                    if fd == self._cmd_fd:
+                    if fd == self._out_fd:
+                        if not self._read_output(reader):
+                            self._poll.unregister(self._out_fd)  # the shell closed its output (exec >&-)
+                        continue
+                    if pending and event & select.POLLOUT:
                         try:
-                            pending = pending[os.write(self._cmd_fd, pending):]
+                            pending = pending[self._ctl.send(pending):]
                         except BlockingIOError:
                             pass
-                        except BrokenPipeError:
+                        except OSError:
                             return SESSION_ENDED
                         if not pending:
-                            self._poll.unregister(self._cmd_fd)
-                    elif event & (select.POLLIN | select.POLLHUP):
-                        chunk = os.read(self._out_fd, _READ_SIZE)
-                        if not chunk:
+                            self._poll.modify(ctl, select.POLLIN)
+                    if event & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                        done = self._read_control()
+                        if done is False:
                             return SESSION_ENDED
-                        if reader.feed(chunk):
+                        if done is not True:
+                            # Everything the command's processes wrote is in the pipe by now: take it.
+                            self._read_output(reader)
+                            reader.finish(*done)
                             return reader.exit_code
                 # Checked on every pass: a command that never stops printing must still time out.
                 if deadline is not None and time.monotonic() >= deadline:
@@ -416,19 +566,12 @@ class LocalRuntime(MarkerSession):
                     return SESSION_ENDED
         finally:
             if pending:
-                self._poll.unregister(self._cmd_fd)
+                self._poll.modify(ctl, select.POLLIN)
 
     def _shell_pid(self) -> int | None:
-        """Host pid of the session's bash (under bwrap it sits below two bwrap processes)."""
-        pid = self._proc.pid
-        for _ in range(4):
-            if _comm(pid) == "bash":
-                return pid
-            kids = _children(pid)
-            if not kids:
-                return None
-            pid = kids[0]
-        return None
+        """Host pid of the session's bash (the sender of its first control record)."""
+        pid = self._shell_host_pid
+        return pid if pid is not None and _comm(pid) == "bash" else None
 
     def _interrupt(self, reader: OutputReader) -> bool:
         """Ctrl-C the running command (SIGINT to the shell's children), then SIGKILL them; keep the shell."""
@@ -473,9 +616,13 @@ class LocalRuntime(MarkerSession):
     def _stop_session(self) -> None:
         if self._proc is None:
             return
-        # Everything this session started: its tree, its process group, and strays that left both
-        # (double forks, setsid) but still carry the session's OEC_RUNTIME_ID.
-        victims = [self._proc.pid, *_descendants(self._proc.pid), *_pids_with_env(f"OEC_RUNTIME_ID={self._id}".encode())]
+        # Everything this session started: its cgroup (which nothing inside can leave), else its tree, its
+        # process group, and strays that left both (double forks, setsid) but still carry OEC_RUNTIME_ID.
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        victims = [self._proc.pid, *_descendants(self._proc.pid)]
+        if self.cgroup is None:
+            victims += _pids_with_env(f"OEC_RUNTIME_ID={self._id}".encode())
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
         except OSError:
@@ -485,8 +632,8 @@ class LocalRuntime(MarkerSession):
             self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             log.warning("the session's shell (pid %s) did not exit after SIGKILL", self._proc.pid)
-        os.close(self._cmd_fd)
         self._proc.stdout.close()
+        self._ctl.close()
         self._proc = None
 
     def close(self) -> None:
@@ -498,6 +645,8 @@ class LocalRuntime(MarkerSession):
         try:
             self._stop_session()
         finally:
+            if self.cgroup is not None:
+                self.cgroup.remove()
             shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> "LocalRuntime":

@@ -38,9 +38,12 @@ class RuntimeInfo:
     sandbox: str  # "bwrap" | "none" | "container"
     workdir: str  # the repo's path as the agent sees it
     notes: list[str] = field(default_factory=list)
+    #: The process and memory limits in force and what enforces them (env/limits.py; docker: the engine).
+    limits: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"type": self.type, "sandbox": self.sandbox, "workdir": self.workdir, "notes": list(self.notes)}
+        return {"type": self.type, "sandbox": self.sandbox, "workdir": self.workdir, "notes": list(self.notes),
+                "limits": dict(self.limits)}
 
 
 @runtime_checkable
@@ -74,7 +77,7 @@ class Runtime(Protocol):
 
 from typing import Literal  # noqa: E402
 
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: E402
 
 
 class EnvConfig(BaseModel):
@@ -83,8 +86,13 @@ class EnvConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["local", "docker"] = "local"
-    #: local: "auto" uses bubblewrap where installed and says so when it is not.
+    #: local: "auto" and "bwrap" need bubblewrap (the start fails without it); "none" runs unconfined,
+    #: only when chosen explicitly (see env/README.md for what it still exposes).
     sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    #: Processes (and threads) the session may have at once; binds root (cgroup pids, docker pids_limit).
+    max_processes: int | None = Field(default=1024, ge=16)
+    #: Memory of everything in the session together, e.g. "8g"; None: no limit (cgroup memory, docker mem_limit).
+    memory_limit: int | str | None = "8g"
     #: Allow network access from the session (local sandbox and docker).
     network: bool = False
     #: Cap on one command's output, in bytes; the rest is dropped with OUTPUT_CAPPED_MARKER.
@@ -103,6 +111,22 @@ class EnvConfig(BaseModel):
     keep_source_git: bool = False
     #: Put the agent's tools (str_replace_editor) into the session; evaluation does not need them.
     install_tools: bool = True
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value):
+        from sweagent_oec.env.limits import parse_size
+
+        size = parse_size(value)
+        if size is not None and size < 64 * 1024 * 1024:
+            raise ValueError("memory_limit below 64m leaves no room for the shell and git")
+        return value
+
+    @property
+    def memory_bytes(self) -> int | None:
+        from sweagent_oec.env.limits import parse_size
+
+        return parse_size(self.memory_limit)
 
 
 #: Where a docker runtime keeps the image's git history when `keep_source_git` is set.

@@ -26,6 +26,8 @@ class MarkerSession:
 
     #: Seconds a restarted session gets to take back the saved state.
     restart_timeout = 30.0
+    #: How a command's stream is read (the local runtime reads the end from a separate channel).
+    reader_class: type  # OutputReader (assigned after its definition, below)
 
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
         """Run `command` in the session; `timeout` None waits for as long as it takes."""
@@ -37,7 +39,7 @@ class MarkerSession:
         return result
 
     def _exchange(self, command: str, deadline: float | None) -> CommandResult:
-        reader = OutputReader(self._mark, self.config.output_limit, self._leftover)
+        reader = self.reader_class(self._mark, self.config.output_limit, self._leftover)
         self._leftover = b""
         rc, notes = self._send_command(command, reader, deadline), []
         timed_out = rc is TIMED_OUT
@@ -148,3 +150,6 @@ class OutputReader:
         if self.dropped:
             out += OUTPUT_CAPPED_MARKER.format(limit=self.limit, dropped=self.dropped)
         return out
+
+
+MarkerSession.reader_class = OutputReader
