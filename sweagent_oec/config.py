@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from sweagent_oec.env.runtime import EnvConfig
+from sweagent_oec.tools.specs import BUNDLES, REVIEW_BUNDLE, bundle_key, tool_names
 from sweagent_oec.errors import UserError
 
 
@@ -71,9 +72,16 @@ class TemplateConfig(Strict):
         "or use head/tail/grep/redirect the output to a file. Do not use interactive pagers.</NOTE>"
     )
     max_observation_length: int = 100_000
+    #: SWE-agent's `command_cancelled_timeout_template` (the loader renames it).
     command_timeout_template: str = (
         "The command '{{command}}' was cancelled because it took more than {{timeout}} seconds. "
         "Please try a different command that completes more quickly."
+    )
+    #: Re-query message when a bash command does not parse (`bash -n`); variables `bash_stdout`,
+    #: `bash_stderr`, `action`. The command is not run.
+    shell_check_error_template: str = (
+        "Your bash command was NOT run: `bash -n` found a syntax error in it (check quoting, heredocs and "
+        "multi-line commands), so please send a corrected command.\n{{bash_stdout}}\n{{bash_stderr}}"
     )
 
 
@@ -81,21 +89,116 @@ class ParseFunctionConfig(Strict):
     type: Literal["function_calling", "xml_function_calling", "thought_action"] = "function_calling"
 
 
+#: The review message a `tools/review_on_submit_m` submit shows when the config gives none
+#: (`registry_variables.SUBMIT_REVIEW_MESSAGES`). Variables: diff, problem_statement, working_dir.
+DEFAULT_REVIEW_MESSAGE = """Before this is submitted, please review your work:
+
+1. If you changed the code after last running your reproduction script, run it again and make sure it passes.
+2. Delete the reproduction script and any other scratch files you created.
+3. If you changed any test files, restore them (e.g. `git checkout -- path/to/test_file.py`): the diff below shows which.
+4. Then call submit again to submit.
+
+These are all the changes you made:
+
+<diff>
+{{diff}}
+</diff>"""
+
+
+class ToolFilterConfig(Strict):
+    """Commands the agent is re-queried about instead of running (SWE-agent's `tools.filter`, same defaults):
+    those that start with a `blocklist` entry, equal a `blocklist_standalone` entry, or are named in
+    `block_unless_regex` without matching its pattern."""
+
+    blocklist_error_template: str = (
+        "The command '{{action}}' was NOT run: interactive or never-ending programs are not available in this "
+        "environment. Please run a different command."
+    )
+    blocklist: list[str] = Field(default_factory=lambda: [
+        "vim", "vi", "emacs", "nano", "nohup", "gdb", "less", "tail -f", "python -m venv", "make"])
+    blocklist_standalone: list[str] = Field(default_factory=lambda: [
+        "python", "python3", "ipython", "bash", "sh", "/bin/bash", "/bin/sh", "nohup", "vi", "vim", "emacs", "nano", "su"])
+    block_unless_regex: dict[str, str] = Field(default_factory=lambda: {
+        "radare2": r"\b(?:radare2)\b.*\s+-c\s+.*", "r2": r"\b(?:radare2)\b.*\s+-c\s+.*"})
+
+    def blocks(self, action: str) -> bool:
+        action = action.strip()
+        if not action:
+            return False
+        if any(action.startswith(prefix) for prefix in self.blocklist) or action in self.blocklist_standalone:
+            return True
+        name = action.split()[0]
+        return name in self.block_unless_regex and not re.search(self.block_unless_regex[name], action)
+
+
+#: Registry variables (SWE-agent's `tools.registry_variables`) this toolkit honours.
+REGISTRY_VARIABLES = ("USE_FILEMAP", "SUBMIT_REVIEW_MESSAGES")
+
+
 class ToolsConfig(Strict):
-    #: Tool names (bash, str_replace_editor, submit). SWE-agent bundle paths ending in a known
-    #: bundle name (e.g. tools/edit_anthropic) are accepted too.
+    #: Tool names (bash, str_replace_editor, submit) or SWE-agent bundle paths (`tools/edit_anthropic`; the
+    #: loader turns SWE-agent's `{path: ...}` entries into paths); `tools/review_on_submit_m` turns on
+    #: review-on-submit.
     bundles: list[str] = Field(default_factory=lambda: ["bash", "str_replace_editor", "submit"])
+    #: SWE-agent's key: the bash tool is there unless this is false (and no bundle names it).
+    enable_bash_tool: bool = True
+    #: SWE-agent's registry: USE_FILEMAP ('true': `str_replace_editor view` of a large .py file shows an
+    #: outline) and SUBMIT_REVIEW_MESSAGES (review-on-submit's messages, one per review round).
+    registry_variables: dict[str, Any] = Field(default_factory=dict)
+    filter: ToolFilterConfig = Field(default_factory=ToolFilterConfig)
     parse_function: ParseFunctionConfig = Field(default_factory=ParseFunctionConfig)
     execution_timeout: int = 30
     max_consecutive_execution_timeouts: int = 3
     total_execution_timeout: int = 1800
+    #: Exported in the agent's session when this actor starts (or takes over).
     env_variables: dict[str, str] = Field(default_factory=dict)
     format_error_template: str = (
         "Your last output did not use a valid action format: {{error}}\n"
         "Please answer again with exactly one action, in the required format."
     )
-    #: Consecutive malformed replies tolerated before the run ends with exit_format.
-    max_requeries: int = 3
+    #: Bash commands are checked with `bash -n` before they run; one that does not parse is re-queried
+    #: (templates.shell_check_error_template), as SWE-agent does.
+    check_bash_syntax: bool = True
+
+    @model_validator(mode="after")
+    def _known(self) -> "ToolsConfig":
+        unknown = [b for b in self.bundles if bundle_key(b) not in BUNDLES]
+        if unknown:
+            raise ValueError(f"unknown tool bundle(s) {unknown}; this toolkit has {sorted(BUNDLES)}")
+        if not self.tool_names():
+            raise ValueError("no tools: give bundles or set enable_bash_tool: true")
+        unsupported = sorted(set(self.registry_variables) - set(REGISTRY_VARIABLES))
+        if unsupported:
+            raise ValueError(f"registry variable(s) {unsupported} are not supported by this toolkit "
+                             f"(it honours {list(REGISTRY_VARIABLES)})")
+        filemap = self.registry_variables.get("USE_FILEMAP", "false")
+        if str(filemap).lower() not in ("true", "false"):
+            raise ValueError(f"registry variable USE_FILEMAP must be 'true' or 'false' (got {filemap!r})")
+        messages = self.registry_variables.get("SUBMIT_REVIEW_MESSAGES")
+        if messages is not None:
+            if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+                raise ValueError("registry variable SUBMIT_REVIEW_MESSAGES must be a list of message templates")
+            if not self.review_on_submit:
+                raise ValueError("registry variable SUBMIT_REVIEW_MESSAGES needs the tools/review_on_submit_m bundle")
+        return self
+
+    def tool_names(self) -> list[str]:
+        return tool_names(self.bundles, self.enable_bash_tool)
+
+    @property
+    def review_on_submit(self) -> bool:
+        return any(bundle_key(b) == REVIEW_BUNDLE for b in self.bundles)
+
+    @property
+    def review_messages(self) -> list[str]:
+        """The messages submit shows, one per call, before a call submits (empty: submit at once)."""
+        if not self.review_on_submit:
+            return []
+        return list(self.registry_variables.get("SUBMIT_REVIEW_MESSAGES") or [DEFAULT_REVIEW_MESSAGE])
+
+    @property
+    def use_filemap(self) -> bool:
+        return str(self.registry_variables.get("USE_FILEMAP", "false")).lower() == "true"
 
 
 class HistoryProcessorConfig(Strict):
@@ -270,10 +373,16 @@ SwitchingCriteria.model_rebuild()
 
 
 class AgentConfig(Strict):
+    #: SWE-agent's agent type; only its default agent exists here.
+    type: Literal["default"] = "default"
     templates: TemplateConfig = Field(default_factory=TemplateConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     history_processors: list[HistoryProcessorConfig] = Field(default_factory=list)
     model: ModelConfig
+    #: SWE-agent's re-query policy: a step gets at most this many model replies in all; a reply that
+    #: cannot be parsed, a blocklisted command or a bash syntax error is re-queried showing only the
+    #: last failed reply and its error; when all fail, the run ends with exit_format.
+    max_requeries: int = Field(3, ge=1)
 
 
 class RunConfig(Strict):

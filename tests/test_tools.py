@@ -201,3 +201,48 @@ def test_scripts_are_standard_library_python_38(tmp_path):
         imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         assert imported <= set(sys.stdlib_module_names), (name, imported - set(sys.stdlib_module_names))
         assert os.access(BIN / name, os.X_OK), f"{name} is not executable"
+
+
+# ---------------------------------------------------------------- file map (USE_FILEMAP)
+
+
+def _big_module(functions: int = 60) -> str:
+    body = "".join(f"    total += {j}  # enough text to make the file large enough\n" for j in range(8))
+    parts = ["import os\n", "\n", "class Holder:\n", "    def tiny(self):\n", "        return 1\n", "\n"]
+    for i in range(functions):
+        parts.append(f"def function_{i}(total):\n{body}    return total\n\n")
+    parts.append("async def last():\n    def nested():\n" + "".join(f"        n = {j}\n" for j in range(6)) + "        return n\n"
+                 + "    return nested()\n")
+    return "".join(parts)
+
+
+def test_filemap_outlines_a_large_python_file(editor, tmp_path):
+    path = tmp_path / "big.py"
+    path.write_text(_big_module())
+    assert len(path.read_text()) > 16000
+    env = {**editor.env, "OEC_USE_FILEMAP": "true"}
+    done = subprocess.run([PYTHON, str(EDITOR), "view", str(path)], env=env, capture_output=True)
+    out = done.stdout.decode()
+    assert done.returncode == 0 and out.startswith("<NOTE>This file is too large")
+    lines = out.splitlines()
+    assert "     1\timport os" in lines and "     4\t    def tiny(self):" in lines and "     5\t        return 1" in lines
+    # function_0 is lines 7-16: its 9-line body is elided; its signature stays with its line number.
+    assert "     7\tdef function_0(total):" in lines and "     8\t... eliding lines 8-16 ..." in lines
+    assert "total += 3" not in out and "<response clipped>" not in out
+    # A nested function's body goes with the body it is in: one marker, no marker inside it.
+    last = next(i for i, line in enumerate(lines) if line.endswith("async def last():"))
+    assert "... eliding lines" in lines[last + 1] and "nested" not in out
+
+
+@pytest.mark.parametrize("case", ["off", "small", "not_python", "does_not_parse", "view_range"])
+def test_filemap_applies_only_to_large_parsable_python_files_viewed_whole(editor, tmp_path, case):
+    text = _big_module() if case != "small" else _big_module(2)
+    if case == "does_not_parse":
+        text += "def broken(:\n"
+    path = tmp_path / ("big.txt" if case == "not_python" else "big.py")
+    path.write_text(text)
+    env = {**editor.env, "OEC_USE_FILEMAP": "false" if case == "off" else "true"}
+    args = ["--view_range", "1", "20"] if case == "view_range" else []
+    out = subprocess.run([PYTHON, str(EDITOR), "view", str(path), *args], env=env, capture_output=True).stdout.decode()
+    assert "eliding" not in out and out.startswith("Here's the result of running `cat -n`")
+    assert "total += 3" in out

@@ -16,7 +16,7 @@ from sweagent_oec.models import make_model
 from sweagent_oec.models.base import Model
 from sweagent_oec.models.switching import SwitchSchedule
 from sweagent_oec.tasks.instances import Instance
-from sweagent_oec.tools.specs import TOOL_SPECS, UnknownToolError
+from sweagent_oec.tools.specs import tool_names  # noqa: F401  (re-exported: data/sft.py reads it here)
 
 
 @dataclass
@@ -27,43 +27,30 @@ class Actor:
     tools: ToolsConfig
     history_processors: list[HistoryProcessorConfig]
 
+    #: Model replies a step may take in all (agent.max_requeries).
+    max_requeries: int = 3
+
     @property
     def style(self) -> str:
         return self.tools.parse_function.type
 
     @property
     def tool_names(self) -> list[str]:
-        return tool_names(self.tools.bundles)
-
-
-def tool_names(bundles: list[str]) -> list[str]:
-    """Tool names from `bundles`; SWE-agent bundle paths map onto the tools they provide."""
-    aliases = {"registry": [], "edit_anthropic": ["str_replace_editor"], "review_on_submit_m": ["submit"],
-               "submit": ["submit"], "bash": ["bash"], "str_replace_editor": ["str_replace_editor"]}
-    names: list[str] = []
-    for bundle in bundles:
-        key = bundle.rstrip("/").rsplit("/", 1)[-1]
-        if key not in aliases and key not in TOOL_SPECS:
-            raise UnknownToolError(f"unknown tool bundle {bundle!r}; known: {sorted(aliases)}")
-        for name in aliases.get(key, [key]):
-            if name not in names:
-                names.append(name)
-    if "bash" not in names:
-        names.insert(0, "bash")  # every agent can run commands, as in SWE-agent
-    return names
+        return self.tools.tool_names()
 
 
 def build_actors(config: AgentConfig, instance: Instance) -> tuple[list[Actor], SwitchSchedule | None]:
     model = config.model
     if model.name != "switching":
         actor = Actor(None, make_model(model, config.tools.parse_function.type, instance),
-                      config.templates, config.tools, config.history_processors)
+                      config.templates, config.tools, config.history_processors, config.max_requeries)
         return [actor], None
     actors = []
     for role, sub in zip((STUDENT, EXPERT), model.models):
         tools = sub.tools or config.tools
         actors.append(Actor(role, make_model(sub, tools.parse_function.type, instance), sub.templates or config.templates,
-                            tools, sub.history_processors if sub.history_processors is not None else config.history_processors))
+                            tools, sub.history_processors if sub.history_processors is not None else config.history_processors,
+                            config.max_requeries))
     schedule = SwitchSchedule(model.switching_criteria, model.seed, instance.instance_id, model.count_format_errors_as_steps,
                               make_judge=lambda criteria: make_model(criteria.judge, "function_calling", instance))
     return actors, schedule

@@ -9,11 +9,6 @@ from __future__ import annotations
 import copy
 
 from sweagent_oec.config import HistoryProcessorConfig
-from sweagent_oec.models.base import MESSAGE_KEYS
-
-#: `model_role`/`model_name`/`is_format_error` are kept in the saved query (SFT export needs
-#: them); models strip them before sending (models.base.provider_messages).
-_SAVED_KEYS = MESSAGE_KEYS + ("model_role", "model_name", "is_format_error")
 
 
 def last_n_observations(history: list[dict], n: int) -> list[dict]:
@@ -57,11 +52,24 @@ def apply_processors(history: list[dict], processors: list[HistoryProcessorConfi
 
 
 def to_messages(history: list[dict]) -> list[dict]:
-    """The chat messages for the model: OpenAI shape plus who wrote each assistant turn."""
+    """A step's `query`: the items the model is sent, in SWE-agent's history-item shape (`role`,
+    `content`, `agent`, `message_type`; `thought`, `action` and `tool_calls` on assistant items;
+    `tool_call_ids` as a list on tool results), so SWE-agent's and SWE-smith's tools read it. Extra keys
+    of this project: `model_role`/`model_name` (who wrote a turn), `is_format_error`, and `tool_call_id`
+    (the OpenAI chat key). Models send only the chat keys (models.base.provider_messages)."""
     messages = []
     for item in history:
-        message = {k: item[k] for k in _SAVED_KEYS if item.get(k) is not None}
-        if item.get("role") == "tool" and item.get("tool_call_ids"):
-            message["tool_call_id"] = item["tool_call_ids"][0]
+        message = {k: v for k, v in item.items() if v is not None}
+        message.setdefault("agent", "main")
+        message.setdefault("message_type", _DEFAULT_TYPE.get(message.get("role"), "observation"))
+        if message.get("role") == "assistant":
+            message.setdefault("thought", "")
+            message.setdefault("action", "")
+            message.setdefault("tool_calls", None)
+        if message.get("role") == "tool" and message.get("tool_call_ids"):
+            message["tool_call_id"] = message["tool_call_ids"][0]
         messages.append(message)
     return messages
+
+
+_DEFAULT_TYPE = {"system": "system_prompt", "assistant": "action", "user": "observation", "tool": "observation"}

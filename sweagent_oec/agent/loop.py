@@ -8,6 +8,9 @@ records which role and model produced it; the `.traj` is rewritten atomically af
 from __future__ import annotations
 
 import logging
+import re
+import shlex
+import subprocess
 import threading
 import time
 import traceback
@@ -22,11 +25,43 @@ from sweagent_oec.env.runtime import Runtime, RuntimeError_
 from sweagent_oec.exits import AgentExit, CommandTimeoutLimit, EnvironmentFailure, FormatErrorLimit, Interrupted, Submitted
 from sweagent_oec.models.switching import SwitchSchedule
 from sweagent_oec.tasks.instances import Instance
+from sweagent_oec.tools.install import FILEMAP_VARIABLE
 from sweagent_oec.tools.specs import Action, openai_tools, to_command_line
 
 log = logging.getLogger(__name__)
 #: What running code or tests leaves in a repo and a patch must not carry (git pathspecs, excluded).
 LITTER_PATHSPECS = " ".join(f"':(exclude,glob)**/{p}'" for p in ("__pycache__/**", "*.pyc", "*.pyo", ".pytest_cache/**", "*.egg-info/**"))
+
+_SUBMIT_LINE = re.compile(r"^\s*submit(\s+(-f|--force))?\s*$")
+
+
+class Rejected(Exception):
+    """A well-formed action that is not run (blocklisted, or bash that does not parse): re-queried."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+def submit_call(action: Action) -> bool | None:
+    """None if `action` is not a submit; else whether it forces the submission (`submit -f`)."""
+    if action.name == "submit":
+        return bool(action.arguments.get("force"))
+    if action.name == "bash":
+        match = _SUBMIT_LINE.match(str(action.arguments.get("command", "")))
+        if match:
+            return bool(match.group(1))
+    return None
+
+
+def bash_syntax_errors(command: str) -> tuple[str | None, str]:
+    """(stdout, stderr) of `bash -n` when `command` does not parse, else (None, ""). `bash -n` reads
+    and parses only: nothing in the command runs."""
+    try:
+        result = subprocess.run(["bash", "-n"], input=command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None, ""  # no bash to check with (or it hung): the session reports the error instead
+    return (result.stdout, result.stderr) if result.returncode != 0 else (None, "")
 
 
 class Agent:
@@ -44,6 +79,8 @@ class Agent:
         self.student_queries = 0
         self.timeouts_in_a_row = 0
         self.execution_time = 0.0
+        #: Review messages shown so far (review-on-submit); the session's, across a switch.
+        self.review_stage = 0
 
     # ------------------------------------------------------------ the loop
 
@@ -65,7 +102,14 @@ class Agent:
     def start(self) -> None:
         """Record the task's commit (submissions diff against it) and open the conversation."""
         self.base_commit = self._sh("git rev-parse HEAD").strip()
+        self.configure_session(self.actor)
         self.history = self.conversation(self.actor)
+
+    def configure_session(self, actor: Actor) -> None:
+        """The acting model's tool settings in the session: its env_variables, and whether the
+        editor shows large Python files as a file map (USE_FILEMAP)."""
+        settings = {**actor.tools.env_variables, FILEMAP_VARIABLE: "true" if actor.tools.use_filemap else "false"}
+        self._sh("export " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in settings.items()))
 
     def step(self) -> None:
         if self.stop.is_set():
@@ -82,44 +126,73 @@ class Agent:
         self.save()
 
     def query(self):
-        """Ask the acting model until it writes a well-formed action (at most `max_requeries` retries)."""
+        """Ask the acting model for an action, with SWE-agent's re-query policy.
+
+        A reply that cannot be parsed, a blocklisted command (tools.filter) or a bash command that does
+        not parse (`bash -n`) is not run: the model is asked again, seeing only its last failed reply
+        and that failure's error message. A step takes at most `agent.max_requeries` replies in all;
+        failed ones are kept in the step's extra_info.format_errors, never in the history.
+        """
         format_errors: list[dict] = []
-        messages, failures_in_a_row = None, 0
+        messages, retry, failures = None, [], 0
         while True:
             # Checked before every query, re-queries included: when they count as steps, the
             # expert may take over in the middle of a student's run of malformed replies.
-            if self.schedule and self.actor.role == STUDENT and self._switch_due(failures_in_a_row):
+            if self.schedule and self.actor.role == STUDENT and self._switch_due(failures):
                 self.switch_to(self.actors[1])
-                messages, failures_in_a_row = None, 0
+                messages, retry, failures = None, [], 0
             actor = self.actor
             if messages is None:
                 messages = to_messages(apply_processors(self.history, actor.history_processors))
             tools = openai_tools(actor.tool_names) if actor.style == "function_calling" else None
-            reply = actor.model.query(messages, tools)
-            if actor.role == STUDENT and (not failures_in_a_row or self.schedule.count_format_errors):
+            query = messages + retry
+            reply = actor.model.query(query, tools)
+            if actor.role == STUDENT and (not failures or self.schedule.count_format_errors):
                 self.student_queries += 1
+            thought, action = "", None
             try:
                 thought, action = parse_action(actor.style, reply.content, reply.tool_calls)
-                return actor, reply, thought, action, messages, format_errors
+                self.check(actor, action)
+                return actor, reply, thought, action, query, format_errors
             except FormatError as e:
-                failures_in_a_row += 1
-                format_errors.append({"response": reply.content, "tool_calls": reply.tool_calls, "error": str(e),
-                                      "model_role": actor.role, "model_name": actor.model.name})
-                if failures_in_a_row > actor.tools.max_requeries:
-                    self.info["format_errors"] = format_errors
-                    raise FormatErrorLimit(f"{failures_in_a_row} malformed replies in a row") from None
-                # The failed attempt and the error are shown for this query only, never kept in the history.
-                error = render(actor.tools.format_error_template, error=str(e))
-                messages = messages + [
-                    {"role": "assistant", "content": reply.content or "", "is_format_error": True, "model_role": actor.role},
-                    {"role": "user", "content": error, "is_format_error": True},
-                ]
+                kind, error = "format", render(actor.tools.format_error_template, error=str(e), exception_message=str(e))
+            except Rejected as e:
+                kind, error = e.kind, e.message
+            failures += 1
+            format_errors.append({"kind": kind, "response": reply.content, "tool_calls": reply.tool_calls, "error": error,
+                                  "model_role": actor.role, "model_name": actor.model.name})
+            if failures >= actor.max_requeries:
+                self.info["format_errors"] = format_errors
+                raise FormatErrorLimit(f"{failures} replies in a row were malformed, blocked or did not parse "
+                                       f"(agent.max_requeries={actor.max_requeries})")
+            # Only the last failed reply and its error are shown, for this step's re-query only.
+            shown = (reply.content or "").strip() or (to_command_line(action) if action else "") or "(no output)"
+            retry = [
+                {"role": "assistant", "content": shown, "agent": "main", "message_type": "assistant", "thought": thought,
+                 "action": to_command_line(action) if action else "", "tool_calls": None, "is_format_error": True,
+                 "model_role": actor.role, "model_name": actor.model.name},
+                {"role": "user", "content": error, "agent": "main", "message_type": "user", "is_format_error": True},
+            ]
+
+    def check(self, actor: Actor, action: Action) -> None:
+        """Refuse, before it runs, a blocklisted command or a bash command that does not parse."""
+        if action.name == "submit":
+            return
+        command = to_command_line(action)
+        if actor.tools.filter.blocks(command):
+            raise Rejected("blocked", render(actor.tools.filter.blocklist_error_template, action=command))
+        if action.name == "bash" and actor.tools.check_bash_syntax:
+            stdout, stderr = bash_syntax_errors(command)
+            if stdout is not None:
+                raise Rejected("bash_syntax", render(actor.templates.shell_check_error_template, action=command,
+                                                     bash_stdout=stdout, bash_stderr=stderr))
 
     # ------------------------------------------------------------ actions
 
     def execute(self, action: Action) -> str:
-        if action.name == "submit" or (action.name == "bash" and action.arguments.get("command", "").strip() == "submit"):
-            raise Submitted(self._diff())
+        force = submit_call(action)
+        if force is not None:
+            return self.submit(force)
         tools = self.actor.tools
         command = to_command_line(action)
         result = self._run(command, tools.execution_timeout)
@@ -133,6 +206,17 @@ class Agent:
         if self.timeouts_in_a_row >= tools.max_consecutive_execution_timeouts:
             raise CommandTimeoutLimit(f"{self.timeouts_in_a_row} commands in a row timed out")
         return render(self.actor.templates.command_timeout_template, command=command, timeout=tools.execution_timeout)
+
+    def submit(self, force: bool) -> str:
+        """Review-on-submit (tools/review_on_submit_m): each of the first calls shows the next review
+        message, with the diff, and submits nothing; the call after them (or `submit -f`) submits."""
+        messages = self.actor.tools.review_messages
+        if force or self.review_stage >= len(messages):
+            raise Submitted(self._diff())
+        message = messages[self.review_stage]
+        self.review_stage += 1
+        return render(message, diff=self._diff(), problem_statement=self.instance.problem_statement,
+                      working_dir=self.runtime.info.workdir)
 
     def _run(self, command: str, timeout: float):
         try:
@@ -169,6 +253,7 @@ class Agent:
 
     def switch_to(self, expert: Actor) -> None:
         self.actor, self.switch_step = expert, len(self.steps)
+        self.configure_session(expert)
         self.history = self.conversation(expert)
         log.info("%s: expert %s takes over at step %d", self.instance.instance_id, expert.model.name, self.switch_step)
 

@@ -15,7 +15,7 @@ MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
 
 def provider_messages(messages: list[dict]) -> list[dict]:
     """Only the keys a chat API accepts (saved queries carry bookkeeping such as `model_role`)."""
-    return [{k: m[k] for k in MESSAGE_KEYS if k in m} for m in messages]
+    return [{k: m[k] for k in MESSAGE_KEYS if m.get(k) is not None} for m in messages]
 
 
 @dataclass

@@ -13,6 +13,9 @@ from sweagent_oec.env.runtime import Runtime, RuntimeError_
 
 TOOLS_FOLDER = ".oec_tools"
 STATE_VARIABLE = "OEC_TOOLS_STATE"
+#: 'true' when `str_replace_editor view` shows large Python files as a file map (the acting model's
+#: USE_FILEMAP registry variable; the agent loop exports it).
+FILEMAP_VARIABLE = "OEC_USE_FILEMAP"
 
 
 def tool_scripts() -> dict[str, str]:

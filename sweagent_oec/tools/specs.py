@@ -56,6 +56,16 @@ TOOL_SPECS: dict[str, dict] = {
     },
 }
 
+#: SWE-agent tool bundles (named by the last part of their path, e.g. `tools/edit_anthropic`) and the
+#: tools each gives here. `registry` and `diff_state` add no tool: the registry's variables are read
+#: from `registry_variables`, and the submission is always the repository's diff.
+BUNDLES: dict[str, list[str]] = {
+    "registry": [], "diff_state": [], "edit_anthropic": ["str_replace_editor"], "review_on_submit_m": ["submit"],
+    "submit": ["submit"], "bash": ["bash"], "str_replace_editor": ["str_replace_editor"],
+}
+#: The bundle whose `submit` shows a review message (SUBMIT_REVIEW_MESSAGES) before it submits.
+REVIEW_BUNDLE = "review_on_submit_m"
+
 #: Parameter order on the command line: positional first, then flags.
 _POSITIONAL = {"bash": ["command"], "str_replace_editor": ["command", "path"], "submit": []}
 
@@ -70,6 +80,25 @@ class Action:
 
     name: str
     arguments: dict = field(default_factory=dict)
+
+
+def bundle_key(bundle: str) -> str:
+    """`tools/edit_anthropic/` -> `edit_anthropic`."""
+    return bundle.rstrip("/").rsplit("/", 1)[-1]
+
+
+def tool_names(bundles: list[str], enable_bash_tool: bool = True) -> list[str]:
+    """Tool names from `bundles` (tool names or SWE-agent bundle paths); bash comes first unless
+    `enable_bash_tool` is false (SWE-agent's key) and no bundle names it."""
+    names: list[str] = ["bash"] if enable_bash_tool else []
+    for bundle in bundles:
+        key = bundle_key(bundle)
+        if key not in BUNDLES:
+            raise UnknownToolError(f"unknown tool bundle {bundle!r}; known: {sorted(BUNDLES)}")
+        for name in BUNDLES[key]:
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def check_tools(names: list[str]) -> list[str]:
