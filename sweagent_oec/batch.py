@@ -35,7 +35,8 @@ from sweagent_oec.harness.predictions import Prediction, load_predictions, write
 from sweagent_oec.models.base import BATCH_BUDGET
 from sweagent_oec.models.pricing import check_prices
 from sweagent_oec.runner import run_instance
-from sweagent_oec.tasks.instances import Instance
+from sweagent_oec.secrets import scrub
+from sweagent_oec.tasks.instances import Instance, check_instance_id, check_unique_ids
 
 log = logging.getLogger(__name__)
 EXIT_STATUS_FILE = "run_batch_exit_statuses.yaml"
@@ -117,6 +118,11 @@ class BatchRun:
                  redo_existing: bool = False):
         self.config, self.instances, self.output_dir = config, instances, Path(output_dir)
         self.num_workers, self.redo_existing = max(1, num_workers), redo_existing
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise UserError(f"output folder {self.output_dir} is a file; give a folder with -o/--output-dir")
+        for instance in instances:  # ids become paths under output_dir; two runs of one id would share a .traj
+            check_instance_id(instance.instance_id)
+        check_unique_ids([instance.instance_id for instance in instances], "instances to run")
         self.preds_path = self.output_dir / "preds.json"
         self.preds: dict[str, Prediction] = load_predictions(self.preds_path) if self.preds_path.exists() else {}
         self.stop = threading.Event()
@@ -156,9 +162,10 @@ class BatchRun:
         except Interrupted:
             return
         except Exception as e:  # the instance could not even start: record why, go on
-            log.error("%s: %s: %s", iid, type(e).__name__, e)
+            reason = scrub(f"{type(e).__name__}: {e}")  # a provider error may echo a key
+            log.error("%s: %s", iid, reason)
             info = {"submission": None, "exit_status": "exit_environment_error",
-                    "exit_reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+                    "exit_reason": reason, "traceback": scrub(traceback.format_exc())}
             TrajectoryWriter(trajectory_path(self.output_dir, iid)).save([], [], info, self.config.raw, None)
         finally:
             with self.state.lock:

@@ -230,8 +230,15 @@ def test_bad_inputs(tmp_path, synthesized):
     out, _, _ = synthesized
     with pytest.raises(UserError, match="no such folder, and not a PyPI pin"):
         synthesize(str(tmp_path / "nope"), tmp_path / "o")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mod.py").write_text("x = 1\n")
     with pytest.raises(UserError, match="was made from"):
-        synthesize(str(tmp_path), out)
+        synthesize(str(other), out)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="the folder is empty"):
+        synthesize(str(tmp_path / "empty"), tmp_path / "o3")
+    assert not (tmp_path / "o3").exists()
     with pytest.raises(UserError, match="--workers"):
         synthesize(str(MINILIB), tmp_path / "o", SynthConfig(workers=0))
     with pytest.raises(UserError, match="--test-path 'nope' does not exist"):

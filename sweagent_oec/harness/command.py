@@ -30,7 +30,7 @@ def eval_command(
     from sweagent_oec.harness.evaluate import EvalOptions, evaluate
     from sweagent_oec.harness.grading import POLICIES
     from sweagent_oec.harness.predictions import load_predictions
-    from sweagent_oec.tasks.instances import get_instance, load_instances
+    from sweagent_oec.tasks.instances import check_unique_ids, get_instance, load_instances
 
     if runtime not in ("local", "docker"):
         raise UserError(f"--runtime must be 'local' or 'docker', not {runtime!r}")
@@ -42,11 +42,17 @@ def eval_command(
         raise UserError(f"--run-id {run_id!r} must be a non-empty name without '/'")
     preds = None if gold else load_predictions(predictions)
     dataset = load_instances(instances, split)
+    check_unique_ids([i.instance_id for i in dataset], str(instances))
     if instance_ids:
         wanted = [iid.strip() for item in instance_ids for iid in item.split(",") if iid.strip()]
         dataset = [get_instance(dataset, iid, instances) for iid in dict.fromkeys(wanted)]
         if preds is not None:
             preds = {iid: pred for iid, pred in preds.items() if iid in set(wanted)}
+    if preds is not None and not set(preds) & {i.instance_id for i in dataset}:
+        # An empty or foreign predictions file: evaluating it would overwrite the run's report with nothing.
+        what = "has no predictions" if not preds else f"has no prediction for any of the {len(dataset)} instances"
+        raise UserError(f"{predictions} {what} (of {instances}{', --instance-ids' if instance_ids else ''}); "
+                        "nothing evaluated, nothing written: check --predictions and --instances")
     opts = EvalOptions(run_id=run_id, output_dir=output_dir, workers=workers, timeout=timeout, runtime=runtime,
                        redo_existing=redo_existing, gold=gold, policy=grading)  # type: ignore[arg-type]
     from sweagent_oec.harness.swebench import choose_harness, evaluate_swebench
@@ -70,6 +76,8 @@ def merge_preds_command(
     from sweagent_oec.errors import UserError
     from sweagent_oec.harness.predictions import merge_predictions, write_predictions
 
+    if output.is_dir():
+        raise UserError(f"-o {output} is a folder; give a file name, e.g. -o {output / 'preds.json'}")
     merged = merge_predictions(list(inputs))
     if not merged:
         raise UserError(f"no predictions found in {', '.join(map(str, inputs))}; give preds.json files or folders of finished .traj files")

@@ -21,6 +21,7 @@ from sweagent_oec.data.trajectory import (
 )
 from sweagent_oec.errors import UserError
 from sweagent_oec.files import atomic_write_text, json_lines
+from sweagent_oec.tasks.instances import check_instance_id
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ def _parse(path: Path, row: Any, where: str) -> Prediction:
     if "model_patch" not in row:
         # Catches the common mistake of passing an instances file as predictions.
         raise UserError(f"{path}: {where} has no 'model_patch' key; is this a predictions file (preds.json)?")
+    if isinstance(row.get("instance_id"), str):
+        check_instance_id(row["instance_id"], f"{path}: {where}")
     try:
         return Prediction.model_validate(row)
     except ValidationError as e:
@@ -89,8 +92,14 @@ def load_predictions(path: Path | str) -> dict[str, Prediction]:
 
 def write_predictions(path: Path | str, preds: dict[str, Prediction]) -> None:
     """Write preds.json atomically (readers never see half a file), sorted by instance id."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name for the predictions, e.g. {path / 'preds.json'}")
     data = {iid: preds[iid].model_dump() for iid in sorted(preds)}
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    try:
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write predictions to {path}: {e.strerror or e}") from None
 
 
 def _model_name(traj: Any, folder: Path) -> str:
@@ -133,6 +142,7 @@ def predictions_from_trajectories(folder: Path | str) -> dict[str, Prediction]:
         if not traj.finished:
             log.warning("skipping %s: the run has not finished (no exit_status)", path)
             continue
+        check_instance_id(path.stem, str(path))
         pred = Prediction(instance_id=path.stem, model_name_or_path=_model_name(traj, folder), model_patch=traj.info.submission)
         _add(preds, pred, path, "trajectory")
     return preds

@@ -83,6 +83,47 @@ def swebench_image_name(instance_id: str, namespace: str | None = None, tag: str
     return f"{namespace}/{key}".replace("__", "_1776_") if namespace else key
 
 
+#: Longest instance id, in bytes: `<id>.traj` and friends must fit a file name (255 bytes).
+MAX_ID_BYTES = 200
+
+
+def id_problem(instance_id: str) -> str | None:
+    """Why `instance_id` cannot name a folder and files under an output folder, or None when it can.
+
+    Ids become paths (`<out>/<id>/<id>.traj`, `<run>/<id>/report.json`): no path separators, no
+    `..`, no control characters, not empty, not hidden, not too long."""
+    if not instance_id.strip():
+        return "it is empty"
+    if "/" in instance_id or "\\" in instance_id:
+        return "it contains a path separator"
+    if ".." in instance_id:
+        return "it contains '..'"
+    if instance_id.startswith("."):
+        return "it starts with '.'"
+    if any(ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in instance_id):
+        return "it contains a control character"
+    if len(instance_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        return f"it is longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
+def check_instance_id(instance_id: str, where: str = "") -> str:
+    """`instance_id`, or a UserError naming it and what is wrong with it."""
+    why = id_problem(instance_id)
+    if why:
+        raise UserError(f"{where}{': ' if where else ''}bad instance id {instance_id!r}: {why}; ids become file names under the output folder.")
+    return instance_id
+
+
+def check_unique_ids(ids: list[str], where: str = "") -> None:
+    """Two instances with one id would write the same files: a UserError naming the first duplicate."""
+    seen: set[str] = set()
+    for iid in ids:
+        if iid in seen:
+            raise UserError(f"{where}{': ' if where else ''}instance id {iid!r} appears more than once; ids must be unique.")
+        seen.add(iid)
+
+
 class Instance(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -114,6 +155,14 @@ class Instance(BaseModel):
         extra = self.model_extra or {}
         return isinstance(extra.get("gold_patch"), str) and is_swebench_row(extra)
 
+    @field_validator("instance_id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        why = id_problem(v)
+        if why:
+            raise ValueError(f"bad instance id {v!r}: {why}; ids become file names under the output folder")
+        return v
+
     @field_validator("FAIL_TO_PASS", "PASS_TO_PASS", mode="before")
     @classmethod
     def _json_list(cls, v: Any) -> Any:
@@ -139,6 +188,8 @@ def _parse_row(row: Any, where: str) -> Instance:
         raise UserError(f"{where}: expected a JSON object per instance, got {type(row).__name__}; fix the row or the file.")
     if not row.get("instance_id"):
         raise UserError(f"{where}: row has no 'instance_id'; every instance needs one.")
+    if isinstance(row["instance_id"], str):
+        check_instance_id(row["instance_id"], where)
     try:
         return Instance.model_validate(row)
     except ValidationError as e:

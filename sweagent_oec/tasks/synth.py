@@ -401,6 +401,17 @@ class SynthConfig:
     api_base: str | None = None
 
 
+def _check_source_folder(path: Path) -> None:
+    """An empty folder, or a git repository without a commit, has no project to break: say so before any work."""
+    if not path.is_dir():
+        return
+    if (path / ".git").exists():
+        if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=path, capture_output=True).returncode != 0:
+            raise UserError(f"{path}: a git repository without a commit; commit the project first (git add -A && git commit).")
+    elif not any(p.is_file() for p in path.rglob("*")):
+        raise UserError(f"{path}: the folder is empty; give a Python project folder (its source and tests).")
+
+
 def synthesize(source: str, out: Path | str, config: SynthConfig = SynthConfig()) -> list[Instance]:
     """Bugs on `source` that its tests catch, as Instances; also written to `<out>/instances.jsonl`."""
     out = Path(out).expanduser().resolve()
@@ -408,6 +419,7 @@ def synthesize(source: str, out: Path | str, config: SynthConfig = SynthConfig()
         raise UserError("--workers and --max-candidates must be >= 1 and --timeout > 0.")
     if not Path(source).expanduser().is_dir() and not _SDIST_SPEC.match(source):
         raise UserError(f"{source}: no such folder, and not a PyPI pin like tinydb==4.8.2.")
+    _check_source_folder(Path(source).expanduser())
     out.mkdir(parents=True, exist_ok=True)
     marker = out / "source.json"
     origin = str(Path(source).expanduser().resolve()) if Path(source).expanduser().is_dir() else source
