@@ -34,7 +34,8 @@ from sweagent_oec.files import atomic_write_text
 from sweagent_oec.harness.predictions import Prediction, load_predictions, write_predictions
 from sweagent_oec.models.base import BATCH_BUDGET
 from sweagent_oec.models.pricing import check_prices
-from sweagent_oec.runner import run_instance
+from sweagent_oec.branching import expected_branches, is_branching
+from sweagent_oec.runner import run_units
 from sweagent_oec.secrets import scrub
 from sweagent_oec.tasks.instances import Instance, check_instance_id, check_unique_ids
 
@@ -133,9 +134,19 @@ class BatchRun:
 
     # ------------------------------------------------------------ resume
 
-    def finished_info(self, instance: Instance) -> dict | None:
-        path = trajectory_path(self.output_dir, instance.instance_id)
-        if self.redo_existing or not path.exists():
+    def finished_units(self, instance: Instance) -> dict[str, dict] | None:
+        """{trajectory id: info} of a finished instance, or None when it is to be (re)done. With
+        branching: once the rollout and every branch it made room for have finished."""
+        iid = instance.instance_id
+        if self.redo_existing:
+            return None
+        ids = expected_branches(self.output_dir, iid) if is_branching(self.config) else [iid]
+        infos = {uid: self._finished(trajectory_path(self.output_dir, uid)) for uid in ids or []}
+        return infos if ids is not None and all(infos.values()) else None
+
+    @staticmethod
+    def _finished(path: Path) -> dict | None:
+        if not path.exists():
             return None
         try:
             traj = load_trajectory(path)
@@ -158,7 +169,7 @@ class BatchRun:
         with self.state.lock:
             self.state.running.add(iid)
         try:
-            _, info = run_instance(self.config, instance, self.output_dir, stop=self.stop)
+            units = run_units(self.config, instance, self.output_dir, stop=self.stop, redo=self.redo_existing)
         except Interrupted:
             return
         except Exception as e:  # the instance could not even start: record why, go on
@@ -167,10 +178,12 @@ class BatchRun:
             info = {"submission": None, "exit_status": "exit_environment_error",
                     "exit_reason": reason, "traceback": scrub(traceback.format_exc())}
             TrajectoryWriter(trajectory_path(self.output_dir, iid)).save([], [], info, self.config.raw, None)
+            units = [(iid, None, info)]
         finally:
             with self.state.lock:
                 self.state.running.discard(iid)
-        self.record(iid, info, skipped=False)
+        for uid, _, info in units:
+            self.record(uid, info, skipped=False)
 
     def record(self, iid: str, info: dict, skipped: bool) -> None:
         with self.state.lock:
@@ -202,11 +215,11 @@ class BatchRun:
         todo = []
         with self.state.lock:  # what earlier runs finished, written out once (not once per instance)
             for instance in self.instances:
-                info = self.finished_info(instance)
-                if info is None:
+                units = self.finished_units(instance)
+                if units is None:
                     todo.append(instance)
-                else:
-                    self._note(instance.instance_id, info, skipped=True)
+                for uid, info in (units or {}).items():
+                    self._note(uid, info, skipped=True)
             self._write_summaries()
         log.info("%d instances: %d done before, %d to run with %d workers", len(self.instances),
                  self.state.skipped, len(todo), self.num_workers)

@@ -24,16 +24,17 @@ def run_command(
 ) -> None:
     """Run the agent on one task and print where the trajectory went and the exit status."""
     from sweagent_oec.config import load_config
-    from sweagent_oec.runner import run_instance
+    from sweagent_oec.runner import run_units
     from sweagent_oec.tasks.select import single_instance
 
     run_config = load_config(config, overrides)
     out = output_dir or Path(run_config.output_dir)
     instance = single_instance(instances, instance_id, repo, problem_statement, bundled, out / ".tasks", split)
-    path, info = run_instance(run_config, instance, out)
-    typer.echo(f"trajectory: {path}")
-    typer.echo(f"exit status: {info['exit_status']}")
-    if not str(info["exit_status"]).startswith("submitted"):
+    units = run_units(run_config, instance, out)  # one trajectory, or one per branch point
+    for _, path, info in units:
+        typer.echo(f"trajectory: {path}")
+        typer.echo(f"exit status: {info['exit_status']}")
+    if not units or not all(str(info["exit_status"]).startswith("submitted") for _, _, info in units):
         raise typer.Exit(1)
 
 

@@ -24,3 +24,15 @@ def run_instance(config: RunConfig, instance: Instance, output_dir: Path | str |
         return path, agent.run()
     finally:
         runtime.close()
+
+
+def run_units(config: RunConfig, instance: Instance, output_dir: Path | str | None = None,
+              stop: threading.Event | None = None, redo: bool = False) -> list[tuple[str, Path, dict]]:
+    """Every trajectory one instance yields, as (id, path, info): itself, or with a `branches`
+    criterion one per branch point (`<id>__b<s>`), all from one student rollout."""
+    from sweagent_oec.branching import is_branching, run_branches
+
+    if is_branching(config):
+        return run_branches(config, instance, output_dir or config.output_dir, stop, redo)
+    path, info = run_instance(config, instance, output_dir, stop)
+    return [(instance.instance_id, path, info)]
