@@ -12,7 +12,7 @@ import typer
 
 
 def categorize_command(
-    trajectories: Optional[Path] = typer.Argument(None, help="Folder of .traj files (one run). Or use --run, repeated."),
+    arguments: Optional[List[Path]] = typer.Argument(None, metavar="[TRAJ_DIR | compare A B]", help="Folder of .traj files (one run; or use --run, repeated). Or `compare A B`: agreement of two per-run outputs (<out>/<label>), e.g. the two protocols on one run."),
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where results, summaries, plots and the answer cache go."),
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Aggregate evaluation report.json of TRAJECTORIES: picks its ids_unresolved + ids_error."),
     label: Optional[str] = typer.Option(None, "--label", help="Name of the TRAJECTORIES run in outputs and plots (default: the folder's name)."),
@@ -23,8 +23,9 @@ def categorize_command(
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="litellm model name of the judge, e.g. anthropic/claude-sonnet-4-20250514."),
     judge_api_base: Optional[str] = typer.Option(None, "--judge-api-base", help="Base URL of an OpenAI-compatible judge server."),
     judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="Name of the environment variable holding the judge's API key."),
-    response_format: str = typer.Option("auto", "--response-format", help="auto | json_schema | json_object | none (auto: json_schema where litellm says the model supports it)."),
-    temperature: float = typer.Option(0.0, "--temperature"),
+    protocol: str = typer.Option("default", "--protocol", help="default (pre-rules, condensed case with patches, JSON answer) | paper (the OEC paper's judge: free-text answer, temperature 1); see the README."),
+    response_format: Optional[str] = typer.Option(None, "--response-format", help="auto (default) | json_schema | json_object | none (auto: json_schema where litellm says the model supports it). Paper: none."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Judge sampling temperature (default: 0; paper: 1)."),
     max_tokens: int = typer.Option(1024, "--max-tokens", help="Cap on each judge answer."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds per judge call."),
     retries: int = typer.Option(4, "--retries", help="Retries on 429, 5xx, timeouts and dropped connections (not on auth errors)."),
@@ -56,6 +57,20 @@ def categorize_command(
     from sweagent_oec.tools.specs import UnknownToolError, check_tools
 
     console = Console(stderr=True)
+    arguments = list(arguments or [])
+    if arguments and str(arguments[0]) == "compare" and len(arguments) == 3:
+        from failure_categorization.agreement import compare_runs
+
+        result = compare_runs(arguments[1], arguments[2], output_dir)
+        kappa = "undefined (one category)" if result["kappa"] is None else f"{result['kappa']:.3f}"
+        console.print(f"{result['a']['label']} vs {result['b']['label']}: {result['n']} trajectories judged by both, "
+                      f"observed agreement {result['observed_agreement']:.1%}, Cohen's kappa {kappa}; set aside "
+                      + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["set_aside"].items()), highlight=False, soft_wrap=True)
+        console.print(f"wrote {output_dir / 'agreement.csv'}, {output_dir / 'agreement.json'}, {output_dir / 'agreement.png'}", highlight=False)
+        return
+    if len(arguments) > 1:
+        raise UserError("give one trajectory folder (use --run LABEL=DIR for several), or `compare A B` with two output folders")
+    trajectories = arguments[0] if arguments else None
     if compare:
         if trajectories or run:
             raise UserError("--compare plots earlier outputs; do not combine it with a trajectory folder or --run")
@@ -78,6 +93,17 @@ def categorize_command(
         raise UserError("--submitted scores runs on the rubric, which needs a judge; drop --prerules-only")
     if not prerules_only and not judge_model:
         raise UserError("give the judge with --judge-model MODEL (litellm name), or use --prerules-only")
+    if protocol not in ("default", "paper"):
+        raise UserError(f"--protocol {protocol!r}: use default or paper")
+    if protocol == "paper":
+        clash = [name for name, given in (("--submitted", submitted), ("--prerules-only", prerules_only),
+                                          ("--response-format", response_format not in (None, "none"))) if given]
+        if clash:
+            raise UserError(f"{clash[0]} is not part of the paper protocol (a free-text failure category, no pre-rules); "
+                            "drop it or use --protocol default")
+        response_format = "none"
+    response_format = response_format or "auto"
+    temperature = temperature if temperature is not None else (1.0 if protocol == "paper" else 0.0)
     if response_format not in ("auto", "json_schema", "json_object", "none"):
         raise UserError(f"--response-format {response_format!r}: use auto, json_schema, json_object or none")
     if workers < 1 or retries < 0 or last_actions < 1:
@@ -101,7 +127,8 @@ def categorize_command(
             max_tokens=max_tokens, timeout=timeout, retries=retries, backoff=retry_backoff, response_format=response_format),
         mode="submitted" if submitted else "unresolved",
         select_all=select_all,
-        use_prerules=not no_prerules,
+        use_prerules=not no_prerules and protocol == "default",
+        protocol=protocol,
         workers=workers,
         cost_limit=cost_limit,
         instances=load_instances(instances) if instances else {},
@@ -109,6 +136,8 @@ def categorize_command(
     summaries = stage.categorize(specs, settings, output_dir, show_progress=not no_progress)
     for name, s in summaries.items():
         src = s["by_source"]
-        console.print(f"{name}: {s['total']} trajectories: {src['prerule']} by pre-rule, {src['judge']} by the judge, "
-                      f"{src['not_judged']} not judged; judge cost ${s['cost_this_run']:.4f} this run")
+        several = f" ({s['instances_with_several_trajectories']} with several trajectories)" if s["instances_with_several_trajectories"] else ""
+        console.print(f"{name} ({protocol} protocol): {s['total']} trajectories of {s['instances']} instances{several}: "
+                      f"{src['prerule']} by pre-rule, {src['judge']} by the judge, "
+                      f"{src['not_judged']} not judged; judge cost ${s['cost_this_run']:.4f} this run", soft_wrap=True, highlight=False)
     console.print(f"outputs in {output_dir}")

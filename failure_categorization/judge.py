@@ -283,3 +283,22 @@ def parse_rubric(text: str, taxonomy: Taxonomy) -> Verdict:
     status = "ok" if any(v is not None for v in scores.values()) else "unparseable"
     rationale = str(data.get("rationale", "")).strip() if data else " ".join(text.split())[:500]
     return Verdict(scores=scores, rationale=rationale, confidence=_confidence(data.get("confidence")), status=status)
+
+
+def parse_paper(text: str, names: list[str]) -> Verdict:
+    """The paper's answer format: free text whose last non-empty line is the category.
+
+    The last line is read after trimming whitespace, markdown emphasis, quotes, a trailing period
+    and a `Category:` label, case-insensitively, with spaces or hyphens read as underscores. A name
+    not in the taxonomy is `other` (`unknown_category`, the line kept in `raw_category`); an empty
+    answer is `other` (`empty`). The text above the last line is the rationale.
+    """
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return Verdict(category=OTHER, status="empty")
+    raw = lines[-1].strip()
+    name = _normalize(re.sub(r"^[\s*_`#>]*(final\s+)?category\s*[:\-]\s*", "", raw, flags=re.I))
+    rationale = "\n".join(lines[:-1]).strip()
+    if name in names:
+        return Verdict(category=name, rationale=rationale)
+    return Verdict(category=OTHER, rationale=rationale, status="unknown_category", raw_category=raw)

@@ -1,8 +1,9 @@
 """What the judge reads: the taxonomy or rubric, and one trajectory condensed to fit a prompt.
 
-A case shows the exit status with its meaning, the start of the problem statement, a one-line
+A case (default protocol) shows the exit status with its meaning, the start of the problem statement, a one-line
 outline of every action, the last N actions with clipped observations, the agent's tools, the
 gold fix (when an instances file is given) and the model patch. Sizes are in `InputConfig`.
+The paper's protocol (`render_case_paper`) shows less: see the constants below.
 """
 
 from __future__ import annotations
@@ -175,3 +176,42 @@ def rubric_system_prompt(taxonomy: Taxonomy) -> str:
 def build_messages(traj: Trajectory, instance: Instance | None, taxonomy: Taxonomy, mode: str, cfg: InputConfig) -> list[dict]:
     system = rubric_system_prompt(taxonomy) if mode == "submitted" else failure_system_prompt(taxonomy)
     return [{"role": "system", "content": system}, {"role": "user", "content": render_case(traj, instance, cfg)}]
+
+
+# --- the paper's protocol ----------------------------------------------------------------------
+#: What the paper's judge sees: the task's first 1000 characters, the last 20 actions in full and
+#: the last 20 observations cut to their first 200 characters (a plain cut, no marker).
+PAPER_TASK_CHARS = 1000
+PAPER_LAST_STEPS = 20
+PAPER_OBSERVATION_CHARS = 200
+
+
+def paper_system_prompt(taxonomy: Taxonomy) -> str:
+    categories = "\n".join(f"- {c.name}: {c.description}" for c in taxonomy.categories)
+    return (
+        "You are shown the end of a run in which an AI software-engineering agent tried to resolve a task "
+        "in a repository and did not succeed. Work out why it failed. The possible failure categories are:\n"
+        f"{categories}\n\n"
+        "Describe in your own words what went wrong. Then write the name of the single category that fits "
+        "best, exactly as listed, alone on the last line of your answer."
+    )
+
+
+def render_case_paper(traj: Trajectory, instance: Instance | None, tools: list[str]) -> str:
+    steps = traj.trajectory
+    first = max(0, len(steps) - PAPER_LAST_STEPS)
+    tail = list(enumerate(steps[first:], first + 1))
+    actions = "\n".join(f"{i}. {s.action}" for i, s in tail) or "(none)"
+    observations = "\n".join(f"{i}. {s.observation[:PAPER_OBSERVATION_CHARS]}" for i, s in tail) or "(none)"
+    return "\n\n".join([
+        f"## Exit status\n{describe(traj.info.exit_status)}",
+        f"## Tools the agent had\n{tool_docs(tools)}",
+        f"## Task (first {PAPER_TASK_CHARS} characters)\n{problem_statement(traj, instance)[:PAPER_TASK_CHARS]}",
+        f"## The last {len(tail)} actions\n{actions}",
+        f"## The last {len(tail)} observations (each cut to {PAPER_OBSERVATION_CHARS} characters)\n{observations}",
+    ])
+
+
+def build_messages_paper(traj: Trajectory, instance: Instance | None, taxonomy: Taxonomy, tools: list[str]) -> list[dict]:
+    return [{"role": "system", "content": paper_system_prompt(taxonomy)},
+            {"role": "user", "content": render_case_paper(traj, instance, tools)}]

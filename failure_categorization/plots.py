@@ -33,6 +33,26 @@ def _legend_below(ax, n: int) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(n, 4), frameon=False)
 
 
+#: A run with fewer trajectories than this gets a note on the figure: its shares are anecdotal.
+MIN_TRAJECTORIES = 20
+
+
+def _included(summaries: dict[str, dict], default: str) -> str:
+    """What the runs included and which protocol judged them, from their summaries."""
+    selections = list(dict.fromkeys(s.get("selection") or default for s in summaries.values()))
+    protocols = list(dict.fromkeys(s.get("protocol") or "default" for s in summaries.values()))
+    return f"{'; '.join(selections)} ({' / '.join(protocols)} protocol)"
+
+
+def _few_note(ax, summaries: dict[str, dict]) -> None:
+    small = {label: s["total"] for label, s in summaries.items() if s["total"] < MIN_TRAJECTORIES}
+    if small:
+        runs = ", ".join(f"{label} (n={n})" for label, n in small.items())
+        ax.text(0.99, 0.01, f"few trajectories: {runs} < {MIN_TRAJECTORIES}; shares are anecdotal",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="firebrick",
+                bbox=dict(facecolor="white", edgecolor="firebrick", alpha=0.85, lw=0.6))
+
+
 def plot_categories(summaries: dict[str, dict], path: Path) -> None:
     plt = _pyplot()
     names = category_order(summaries)
@@ -50,7 +70,8 @@ def plot_categories(summaries: dict[str, dict], path: Path) -> None:
     ax.invert_yaxis()  # taxonomy order from the top
     ax.set_xlabel("share of the run's trajectories (%)  —  bar labels: counts")
     ax.set_ylabel("failure category")
-    ax.set_title("Failure categories of unresolved runs")
+    ax.set_title(f"Failure categories: {_included(summaries, 'unresolved and error runs of the report')}", fontsize=10)
+    _few_note(ax, summaries)
     ax.margins(x=0.12)
     ax.grid(axis="x", alpha=0.3)
     _legend_below(ax, len(labels))
@@ -77,7 +98,8 @@ def plot_rubric(summaries: dict[str, dict], path: Path) -> None:
     ax.set_xlim(0, scale["max"] + 0.6)
     ax.set_xlabel(f"mean score ({scale['min']} = worst, {scale['max']} = best)")
     ax.set_ylabel("rubric criterion")
-    ax.set_title("Rubric scores of submitted runs")
+    ax.set_title(f"Rubric scores: {_included(summaries, 'runs that submitted a patch')}", fontsize=10)
+    _few_note(ax, summaries)
     ax.grid(axis="x", alpha=0.3)
     _legend_below(ax, len(labels))
     _save(fig, path)

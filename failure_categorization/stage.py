@@ -70,10 +70,21 @@ def categorize(specs: list[RunSpec], settings: Settings, output_dir: Path, show_
             missing=selections[spec.label].missing,
             cost_this_run=sum(r.cost for r in records if not r.cached),
             unpriced=categorizer.budget.unpriced,
+            protocol=settings.protocol,
+            selection=selection_text(settings, spec.report is not None),
         )
         write_run(output_dir / spec.label, records, summaries[spec.label], settings.taxonomy)
     write_comparison(output_dir, summaries)
     return summaries
+
+
+def selection_text(settings: Settings, has_report: bool) -> str:
+    """What was included, in words (summaries and plot titles say it)."""
+    if settings.mode == "submitted":
+        return "runs that submitted a patch"
+    if settings.select_all:
+        return "all trajectories" + (", resolved ones included" if has_report else "")
+    return "unresolved and error runs of the report"
 
 
 def write_comparison(output_dir: Path, summaries: dict[str, dict]) -> None:

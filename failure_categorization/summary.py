@@ -20,7 +20,8 @@ NOT_JUDGED = "not_judged"
 
 
 def summarize(label: str, mode: str, records: list[Record], taxonomy: Taxonomy, *, judge_model: str | None,
-              missing: list[str], cost_this_run: float, unpriced: bool) -> dict:
+              missing: list[str], cost_this_run: float, unpriced: bool, protocol: str = "default",
+              selection: str | None = None) -> dict:
     by_category: dict[str, int] = {}
     if mode == "unresolved":  # every name present (zeros too), so runs line up in tables
         counts = Counter(r.category or NOT_JUDGED for r in records)
@@ -29,7 +30,11 @@ def summarize(label: str, mode: str, records: list[Record], taxonomy: Taxonomy, 
         "label": label,
         "mode": mode,
         "judge_model": judge_model,
+        "protocol": protocol,
+        "selection": selection,
         "total": len(records),
+        "instances": len({r.instance_id for r in records}),
+        "instances_with_several_trajectories": sum(n > 1 for n in Counter(r.instance_id for r in records).values()),
         "categories": taxonomy.names,
         "by_category": by_category,
         "by_source": {source: sum(r.source == source for r in records) for source in ("prerule", "judge", "not_judged")},
@@ -39,6 +44,7 @@ def summarize(label: str, mode: str, records: list[Record], taxonomy: Taxonomy, 
         "by_exit_status": dict(Counter(r.exit_status or "none" for r in records)),
         "unknown_categories": sum(r.judge_status == "unknown_category" for r in records),
         "unparseable_answers": sum(r.judge_status == "unparseable" for r in records),
+        "empty_answers": sum(r.judge_status == "empty" for r in records),
         "not_judged_reasons": dict(Counter(_reason_kind(r.not_judged_reason) for r in records if r.not_judged_reason)),
         "cached": sum(r.cached for r in records),
         "missing_trajectories": missing,
