@@ -1,6 +1,8 @@
 """k expert corrections from one student rollout: one student run, one trajectory per branch point."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -9,6 +11,7 @@ from sweagent_oec.branching import rollout_path
 from sweagent_oec.config import build_config
 from sweagent_oec.data.trajectory import instance_id_of, load_trajectory, trajectory_path
 from sweagent_oec.harness.predictions import load_predictions
+from sweagent_oec.tasks.instances import write_instances_jsonl
 from tests.agent_helpers import SOLUTION, switching_config, tinycalc
 from tests.openai_server import OpenAIServer, Reply, tool_call
 
@@ -64,6 +67,13 @@ def test_three_branches_from_one_rollout(tmp_path):
         # A second run redoes nothing and calls no model.
         _, again = run(tmp_path, server, {"type": "branches", "steps": [1, 3, 5]})
         assert again.skipped == 3 and again.done == 0 and len(server.requests) == 5
+    # Each branch is graded as an instance of its own, against its task's tests.
+    write_instances_jsonl(tmp_path / "instances.jsonl", [instance])
+    subprocess.run([sys.executable, "-m", "sweagent_oec.cli", "eval", "--instances", str(tmp_path / "instances.jsonl"),
+                    "--predictions", str(tmp_path / "out" / "preds.json"), "--run-id", "b", "--output-dir", str(tmp_path / "logs")],
+                   check=True, capture_output=True, cwd=tmp_path)
+    report = json.loads((tmp_path / "logs" / "b" / "report.json").read_text())
+    assert report["ids_resolved"] == sorted(f"{iid}__b{s}" for s in (1, 3, 5))
 
 
 def test_nondeterministic_prefix_marks_the_branch_diverged_and_runs_the_student_live(tmp_path):

@@ -30,7 +30,7 @@ def eval_command(
     from sweagent_oec.harness.evaluate import EvalOptions, evaluate
     from sweagent_oec.harness.grading import POLICIES
     from sweagent_oec.harness.predictions import load_predictions
-    from sweagent_oec.tasks.instances import check_unique_ids, get_instance, load_instances
+    from sweagent_oec.tasks.instances import check_unique_ids, get_instance, load_instances, with_branches
 
     if runtime not in ("local", "docker"):
         raise UserError(f"--runtime must be 'local' or 'docker', not {runtime!r}")
@@ -43,6 +43,8 @@ def eval_command(
     preds = None if gold else load_predictions(predictions)
     dataset = load_instances(instances, split)
     check_unique_ids([i.instance_id for i in dataset], str(instances))
+    if preds is not None:
+        dataset = with_branches(dataset, set(preds))  # <id>__b<s> predictions are graded against <id>'s tests
     if instance_ids:
         wanted = [iid.strip() for item in instance_ids for iid in item.split(",") if iid.strip()]
         dataset = [get_instance(dataset, iid, instances) for iid in dict.fromkeys(wanted)]

@@ -363,3 +363,19 @@ def get_instance(instances: list[Instance], instance_id: str, source: str | Path
 def write_instances_jsonl(path: Path | str, instances: list[Instance]) -> None:
     """One instance per line, written atomically (readers never see half a file)."""
     atomic_write_text(path, "".join(json.dumps(i.model_dump(mode="json"), ensure_ascii=False) + "\n" for i in instances))
+
+
+#: A branch of an instance's rollout (`<id>__b<s>`, see sweagent_oec/branching.py): the same task.
+BRANCH_ID = re.compile(r"^(?P<instance>.+)__b\d+$")
+
+
+def with_branches(instances: list[Instance], ids: list[str] | set[str]) -> list[Instance]:
+    """The instances, plus one copy under each branch id in `ids` whose instance is among them, so
+    every branch is evaluated (and reported) as an instance of its own against its task's tests."""
+    known = {i.instance_id: i for i in instances}
+    extra = []
+    for iid in sorted(set(ids) - set(known)):
+        match = BRANCH_ID.match(iid)
+        if match and match["instance"] in known:
+            extra.append(known[match["instance"]].model_copy(update={"instance_id": iid}))
+    return instances + extra
