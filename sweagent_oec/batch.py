@@ -90,6 +90,12 @@ class BatchState:
         per_role = oec.get("model_stats") if isinstance(oec, dict) else None
         if not per_role and info.get("model_stats"):
             per_role = {"model": info["model_stats"]}
+        judges = _judge_stats(oec.get("triggers")) if isinstance(oec, dict) else []
+        if judges:
+            total = ModelStats()
+            for stats in judges:
+                total = total.add(ModelStats.model_validate(stats))
+            per_role = {**(per_role or {}), "judge": total}
         for role, stats in (per_role or {}).items():
             try:
                 self.role_stats.setdefault(str(role), {})[iid] = ModelStats.model_validate(stats)
@@ -112,6 +118,16 @@ class BatchState:
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                          for r in [header, *rows])
+
+
+def _judge_stats(node) -> list:
+    """The stats of every judge in a switching trigger's record (info.oec.triggers, nested)."""
+    if isinstance(node, dict):
+        found = [node["judge_stats"]] if isinstance(node.get("judge_stats"), dict) else []
+        return found + [s for key, value in node.items() if key != "judge_stats" for s in _judge_stats(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _judge_stats(value)]
+    return []
 
 
 class BatchRun:

@@ -586,6 +586,24 @@ SWE_AGENT_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "polling": (1, "observations are elided on every step"),
         "last_n_messages_offset": (0, "cache marks go on the last messages"),
         "tagged_roles": (["user", "tool"], "cache marks go on user and tool messages"),
+        "always_remove_output_for_tags": (["remove_output"], "observations are not tagged here"),
+        "always_keep_output_for_tags": (["keep_output"], "observations are not tagged here"),
+    },
+    "env": {
+        "repo": (_NEVER, "the repository comes from each instance (--instances)"),
+        "name": ("main", "one environment per instance here"),
+        "post_startup_command_timeout": (500, "start-up commands run with the session's command timeout"),
+    },
+    "deployment": {
+        "docker_args": ([], "extra docker arguments are not supported"),
+        "startup_timeout": (180.0, "containers start without a start-up timeout here"),
+        "pull": ("missing", "images are never pulled implicitly here"),
+        "remove_images": (False, "images are kept"),
+        "python_standalone_dir": (None, "the tools run on the image's own python"),
+        "platform": (None, "the engine's default platform is used"),
+        "remove_container": (True, "containers are always removed"),
+        "container_runtime": ("docker", "set DOCKER_HOST or env.docker_host for another engine"),
+        "port": (None, "no port is exposed"),
     },
     "bundle": {
         "hidden_tools": ([], "hiding a bundle's tools is not supported"),
@@ -593,7 +611,15 @@ SWE_AGENT_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
 }
 
 #: SWE-agent names of keys that exist here under another name: `{section: {theirs: ours}}`.
-SWE_AGENT_RENAMES = {"templates": {"command_cancelled_timeout_template": "command_timeout_template"}}
+SWE_AGENT_RENAMES = {"templates": {"command_cancelled_timeout_template": "command_timeout_template"},
+                     "env": {"post_startup_commands": "startup_commands"}}
+
+#: SWE-agent model names that are not models here.
+SWE_AGENT_MODELS = {
+    "human": "interactive models cannot run here",
+    "human_thought": "interactive models cannot run here",
+    "instant_empty_submit": "use a replay model (`name: replay`) as a stand-in",
+}
 
 
 def _section(node: Any, cls: type[BaseModel] | None, section: str, path: str, errors: list[str]) -> None:
@@ -641,6 +667,36 @@ def _tools(node: Any, path: str, errors: list[str]) -> None:
     node["bundles"] = bundles
 
 
+def _env(node: Any, errors: list[str]) -> None:
+    """SWE-agent's `env.deployment` ({type: docker, image: ...}) becomes env.type / env.image_name."""
+    _section(node, EnvConfig, "env", "env", errors)
+    if not isinstance(node, dict) or "deployment" not in node or "deployment" in EnvConfig.model_fields:
+        return
+    deployment = node.pop("deployment")
+    if not isinstance(deployment, dict):
+        errors.append("config key env.deployment: give a mapping with `type: docker | local`")
+        return
+    kind, image = deployment.pop("type", None), deployment.pop("image", None)
+    if kind not in ("docker", "local"):
+        errors.append(f"config key env.deployment.type: only `docker` and `local` deployments exist here (got {kind!r})")
+    elif "type" in node and node["type"] != kind:
+        errors.append(f"config keys env.type and env.deployment.type disagree ({node['type']!r} vs {kind!r})")
+    else:
+        node["type"] = kind
+    if image is not None:
+        node["image_name"] = image
+    _section(deployment, None, "deployment", "env.deployment", errors)
+    for key in deployment:
+        errors.append(f"unknown config key env.deployment.{key}")
+
+
+def _model(node: Any, cls: type[BaseModel], path: str, errors: list[str]) -> None:
+    _section(node, cls, "model", path, errors)
+    if isinstance(node, dict) and node.get("name") in SWE_AGENT_MODELS:
+        errors.append(f"config key {path}.name: SWE-agent's `{node['name']}` model is not supported: "
+                      f"{SWE_AGENT_MODELS[node['name']]}")
+
+
 def _agent_parts(node: dict, path: str, errors: list[str]) -> None:
     _tools(node.get("tools"), f"{path}.tools", errors)
     _section(node.get("templates"), TemplateConfig, "templates", f"{path}.templates", errors)
@@ -660,6 +716,7 @@ def swe_agent_compat(data: dict, errors: list[str]) -> dict:
     honoured goes into `errors`, each naming the key and why."""
     data = copy.deepcopy(data)
     _section(data, RunConfig, "run", "<top>", errors)
+    _env(data.get("env"), errors)
     agent = data.get("agent")
     if not isinstance(agent, dict):
         return data
@@ -667,13 +724,25 @@ def swe_agent_compat(data: dict, errors: list[str]) -> dict:
     _agent_parts(agent, "agent", errors)
     model = agent.get("model")
     if isinstance(model, dict):
-        _section(model, ModelConfig, "model", "agent.model", errors)
+        _model(model, ModelConfig, "agent.model", errors)
         if isinstance(model.get("models"), list):
             for i, sub in enumerate(model["models"]):
                 if isinstance(sub, dict):
-                    _section(sub, SubModelConfig, "model", f"agent.model.models.{i}", errors)
+                    _model(sub, SubModelConfig, f"agent.model.models.{i}", errors)
                     _agent_parts(sub, f"agent.model.models.{i}", errors)
     return data
+
+
+def _several_keys(values: dict, errors: list[str]) -> None:
+    """SWE-agent rotates keys joined by ':::'; here a model has one key (the value is never shown)."""
+    model = (values.get("agent") or {}).get("model") if isinstance(values.get("agent"), dict) else None
+    if not isinstance(model, dict):
+        return
+    subs = model.get("models") if isinstance(model.get("models"), list) else []
+    for path, node in [("agent.model", model), *((f"agent.model.models.{i}", m) for i, m in enumerate(subs))]:
+        if isinstance(node, dict) and isinstance(node.get("api_key"), str) and ":::" in node["api_key"]:
+            errors.append(f"config key {path}.api_key: several keys joined by ':::' (SWE-agent's key rotation) "
+                          "are not supported; give one key")
 
 
 # ---------------------------------------------------------------- validation
@@ -717,6 +786,7 @@ def build_config(data: dict, resolve_env: bool = True) -> RunConfig:
     values = swe_agent_compat(data, errors)
     if resolve_env:
         values = resolve_env_refs(values, errors=errors)
+        _several_keys(values, errors)
     config = None
     try:
         config = RunConfig.model_validate(values)

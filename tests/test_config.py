@@ -274,3 +274,25 @@ def test_shipped_replay_config_runs_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config([Path(__file__).parent.parent / "config/replay_tinycalc.yaml"])
     assert Path(config.agent.model.replay_path).is_file()
+
+
+def test_swe_agent_env_deployment_and_model_forms(tmp_path, monkeypatch):
+    monkeypatch.setenv("OEC_TEST_KEY", "sk-one:::sk-two")
+    data = {"env": {"deployment": {"type": "docker", "image": "swesmith.x86_64.repo.abc", "remove_container": True},
+                    "post_startup_commands": ["pip install -e ."]},
+            "agent": {"model": {"name": "replay", "replay_path": "r.jsonl"}}}
+    env = load_config([write(tmp_path, "ok.yaml", data)]).env
+    assert (env.type, env.image_name, env.startup_commands) == ("docker", "swesmith.x86_64.repo.abc", ["pip install -e ."])
+    data["env"]["deployment"] = {"type": "modal", "docker_args": ["--privileged"], "gpus": 1}
+    data["env"]["repo"] = {"github_url": "https://github.com/x/y"}
+    data["agent"]["model"] = {"name": "switching", "switching_criteria": {"type": "step_count", "threshold": 1},
+                              "models": [{"name": "human"}, {"name": "anthropic/claude-3-7-sonnet-20250219", "api_key": "$OEC_TEST_KEY"}]}
+    with pytest.raises(UserError) as err:
+        load_config([write(tmp_path, "bad.yaml", data)])
+    message = str(err.value)
+    assert message.startswith("6 config errors: ") and "sk-one" not in message
+    for part in ("env.repo: the repository comes from each instance", "env.deployment.type: only `docker` and `local`",
+                 "env.deployment.docker_args: extra docker arguments are not supported", "unknown config key env.deployment.gpus",
+                 "agent.model.models.0.name: SWE-agent's `human` model is not supported",
+                 "agent.model.models.1.api_key: several keys joined by ':::'"):
+        assert part in message, part

@@ -157,3 +157,64 @@ def test_run_batch_ends_with_a_cost_table_per_role(tmp_path):
     assert rows["expert"][1:8] == ["2", "4", str(sent), "40", "0", "0", f"{expected:.4f}"]
     assert rows["student"][1:3] == ["2", "4"] and rows["student"][-1] == "0.0000"
     assert rows["all"][-1] == f"{expected:.4f}"
+
+
+def test_a_server_that_reports_no_usage_is_not_free(tmp_path):
+    """A priced model whose server leaves `usage` out: tokens are counted locally, so the limit still fires."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NoUsage(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "word " * 200}, "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NoUsage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = ModelConfig(name="openai/gpt-4o", api_base=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="k",
+                             per_instance_cost_limit=0.001)
+        m = LiteLLMModel(config, BatchBudget())
+        m.query([{"role": "user", "content": "fix " * 300}])
+        assert m.stats.tokens_sent > 250 and m.stats.tokens_received > 150
+        assert m.stats.instance_cost == pytest.approx((m.stats.tokens_sent * 2.5 + m.stats.tokens_received * 10.0) / 1e6)
+        from sweagent_oec.exits import CostLimitExceeded
+
+        with pytest.raises(CostLimitExceeded):
+            m.query([{"role": "user", "content": "fix " * 300}])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_switching_judge_is_priced_too_and_has_its_row():
+    from sweagent_oec.batch import BatchState
+    from sweagent_oec.config import build_config
+    from sweagent_oec.models.pricing import check_prices
+
+    judge = {"name": "openai/unpriced-judge", "api_key": "k"}  # the default per-instance limit applies
+    criteria = {"type": "any_of", "criteria": [{"type": "step_count", "threshold": 30},
+                                               {"type": "judge", "every": 2, "judge": judge}]}
+    data = switching_config({"name": "replay", "replay_path": str(SOLUTION)}, {"name": "oracle"}, criteria)
+    with pytest.raises(UserError, match="openai/unpriced-judge has a cost limit .* price_per_million_tokens"):
+        check_prices(build_config(data).agent.model)
+    check_prices(build_config({**data, "agent": {"model": {**data["agent"]["model"], "switching_criteria": {
+        **criteria, "criteria": [criteria["criteria"][0], {**criteria["criteria"][1], "judge": {**judge, "price_per_million_tokens": [1, 1]}}]}}}}).agent.model)
+
+    state = BatchState(total=2)
+    stats = {"instance_cost": 0.25, "tokens_sent": 100, "tokens_received": 10, "api_calls": 2, "cache_read_tokens": 40}
+    for iid in ("a", "b"):
+        state.note_stats(iid, {"model_stats": {}, "oec": {"model_stats": {"student": stats, "expert": stats},
+                                                         "triggers": {"criteria": [{}, {"judge_stats": stats}]}}})
+    rows = {line.split()[0]: line.split() for line in state.cost_table().splitlines()}
+    assert rows["judge"][1:] == ["2", "4", "200", "20", "80", "0", "0.5000"]
+    assert rows["all"][-1] == "1.5000"

@@ -30,7 +30,7 @@ from sweagent_oec.exits import (  # noqa: E402
     TotalCostLimitExceeded,
 )
 from sweagent_oec.models.base import BATCH_BUDGET, BatchBudget, ModelReply, provider_messages  # noqa: E402
-from sweagent_oec.models.pricing import cost, require_price, usage_of  # noqa: E402
+from sweagent_oec.models.pricing import cost, estimate_usage, require_price, usage_of  # noqa: E402
 from sweagent_oec.secrets import remember, remember_config, scrub  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,8 @@ class LiteLLMModel:
         response = self._call(self._completion_kwargs(messages, tools))
         choice = response.choices[0].message
         usage = usage_of(response)
+        if self.price is not None and usage.input_tokens == 0:  # a server that reports no usage is not free
+            usage = estimate_usage(self.name, provider_messages(messages), tools, choice)
         spent = cost(self.price, usage) if self.price is not None else 0.0
         self.stats = self.stats.add(
             ModelStats(instance_cost=spent, tokens_sent=usage.input_tokens, tokens_received=usage.output_tokens,

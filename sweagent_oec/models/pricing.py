@@ -46,7 +46,7 @@ _SAME_MODEL_PREFIXES = ("anthropic/", "openai/")
 #: Names that are not litellm models (no calls, no cost).
 NOT_LITELLM = ("replay", "oracle", "switching")
 
-_warned: set[str] = set()
+_warned: set = set()
 _warn_lock = threading.Lock()
 
 
@@ -85,6 +85,21 @@ def usage_of(response: Any) -> Usage:
         cache_write_tokens=_int(getattr(usage, "cache_creation_input_tokens", 0)
                                 or getattr(details, "cache_creation_tokens", 0)),
     )
+
+
+def estimate_usage(name: str, messages: list[dict], tools: list[dict] | None, reply: Any) -> Usage:
+    """Tokens counted here (litellm's tokenizer for the model) for a reply whose server reported no
+    usage: a priced model's calls are never counted as free."""
+    import litellm
+
+    sent = litellm.token_counter(model=name, messages=messages, tools=tools or None)
+    text = (getattr(reply, "content", None) or "") + json.dumps(
+        [tc.model_dump() if hasattr(tc, "model_dump") else tc for tc in getattr(reply, "tool_calls", None) or []])
+    with _warn_lock:
+        if ("usage", name) not in _warned:
+            _warned.add(("usage", name))
+            log.warning("%s: the server reported no token usage; counting tokens locally to price the calls", name)
+    return Usage(input_tokens=max(1, int(sent)), output_tokens=int(litellm.token_counter(model=name, text=text)))
 
 
 def cost(price: Price, usage: Usage) -> float:
@@ -182,8 +197,20 @@ def require_price(config: ModelConfig) -> Price | None:
     return price
 
 
+def litellm_configs(model: ModelConfig) -> list[ModelConfig]:
+    """Every litellm model a run config may call: the model, both sides of a switching model, and
+    the judges of its switching criteria."""
+    configs = list(model.models or [model])
+    pending = [model.switching_criteria] if model.switching_criteria is not None else []
+    while pending:
+        criteria = pending.pop()
+        if getattr(criteria, "judge", None) is not None:
+            configs.append(criteria.judge)
+        pending.extend(getattr(criteria, "criteria", None) or [])
+    return [c for c in configs if c.name not in NOT_LITELLM]
+
+
 def check_prices(model: ModelConfig) -> None:
-    """Before a batch starts: every litellm model of the config (both sides of a switching model)."""
-    for config in model.models or [model]:
-        if config.name not in NOT_LITELLM:
-            require_price(config)
+    """Before a batch starts: a cost limit over an unpriced model refuses the run in one line."""
+    for config in litellm_configs(model):
+        require_price(config)
