@@ -55,6 +55,9 @@ def shift_command(
         f"'{summary['reference']}' at {len(points)} {unit} indices ({summary['texts_embedded']} texts newly embedded)"
     )
     for label, s in summary["sets"].items():
+        if "instances_compared" in s and s["instances_compared"] < s["instances"]:
+            console.print(f"set {label}: {s['instances'] - s['instances_compared']} of {s['instances']} instances never had the "
+                          "rollouts the paper protocol requires (2+ reference, 1+ compared)", highlight=False)
         if s["set_aside"]:
             console.print(f"set {label}: set aside " + ", ".join(f"{n} ({why})" for why, n in s["set_aside"].items()), highlight=False)
     stem = "shift" if summary["protocol"] == "default" else "shift_paper"

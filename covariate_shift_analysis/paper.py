@@ -163,13 +163,18 @@ def run_paper(config) -> dict:
                         f"{MIN_COMPARED_ROLLOUTS}+ compared rollouts; check that the sets hold the same instances")
 
     views = view_limits(ref.lengths(), max(r["x"] for r in rows))
+    sets_summary = {s.label: set_summary(s) for s in sets}
+    # Instances that entered any point (the others lack the rollouts the protocol requires).
+    for s in sets:
+        name = floor if s is ref else s.label
+        sets_summary[s.label]["instances_compared"] = max((r["n"] for r in rows if r["set"] == name), default=0)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {
         "protocol": "paper",
         "reference": ref.label,
         "noise_floor": floor,
-        "sets": {s.label: set_summary(s) for s in sets},
+        "sets": sets_summary,
         "views": views,
         "settings": {"text": "message", "x": "message index / 2", "model": config.model, "metrics": config.metrics,
                      "eps": config.eps, "bootstrap": config.n_boot, "level": config.level, "seed": config.seed,

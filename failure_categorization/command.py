@@ -43,7 +43,7 @@ def categorize_command(
     tools: str = typer.Option("bash,str_replace_editor,submit", "--tools", help="Comma-separated tools whose descriptions the judge sees."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
-    """Sort failed (or submitted) trajectories into loss buckets with pre-rules and an LLM judge."""
+    """Sort failed (or submitted) trajectories into loss buckets with pre-rules and an LLM judge; `categorize compare A B`: agreement of two outputs."""
     from pydantic import ValidationError
     from rich.console import Console
 

@@ -135,7 +135,8 @@ def test_paper_protocol_end_to_end(paper_sets, tmp_path):
     assert "paper protocol" in result.output
     summary = json.loads((out / "shift_paper.json").read_text())
     assert summary["protocol"] == "paper" and summary["settings"]["eps"] == 1e-6 and summary["settings"]["seed"] == 42
-    assert summary["sets"]["expert"] == {**summary["sets"]["expert"], "instances": 4, "rollouts": 12, "instances_with_several_rollouts": 4}
+    assert summary["sets"]["expert"] == {**summary["sets"]["expert"], "instances": 4, "rollouts": 12, "instances_with_several_rollouts": 4,
+                                         "instances_compared": 4}
     # Expert lengths 6, 8, 10 messages on every instance: median 8 (x = 4), SD sqrt(8/3).
     assert summary["views"] == pytest.approx({"median": 4.0, "median_plus_sd": (8 + math.sqrt(8 / 3)) / 2, "full": 3.5})
     with open(out / "shift_paper.csv") as f:
