@@ -27,6 +27,7 @@ app = typer.Typer(
 from sweagent_oec.tasks.command import tasks_app; app.add_typer(tasks_app, name="tasks")  # noqa: E402,E702
 from sweagent_oec.data.command import convert_command; app.command("convert")(convert_command)  # noqa: E402,E702
 from sweagent_oec.harness.command import eval_command, merge_preds_command; app.command("eval")(eval_command); app.command("merge-preds")(merge_preds_command)  # noqa: E402,E702
+from sweagent_oec.harness.command import score_command; app.command("score")(score_command)  # noqa: E402,E702
 from covariate_shift_analysis.command import shift_command; app.command("shift")(shift_command)  # noqa: E402,E702
 from sweagent_oec.commands import run_batch_command, run_command, serve_student_command; app.command("run")(run_command); app.command("run-batch")(run_batch_command); app.command("serve-student")(serve_student_command)  # noqa: E402,E702
 from sweagent_oec.commands import summary_command; app.command("summary")(summary_command)  # noqa: E402,E702

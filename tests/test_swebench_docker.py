@@ -197,3 +197,26 @@ def test_agent_starts_at_base_commit_and_swebench_grades(swebench_task, docker_h
                  "--output-dir", str(tmp_path / "eval"), "--harness", "swebench", "--timeout", "300", cwd=tmp_path, host=docker_host)
     assert again.returncode == 0, again.stderr
     assert noop_report_path.stat().st_mtime_ns == before and not json.loads(noop_report_path.read_text())["resolved"]
+
+
+def test_eval_student_script(swebench_task, docker_host, tmp_path):  # noqa: F811
+    """scripts/eval_student.sh end to end: the student (a loopback server speaking the OpenAI API,
+    as vLLM does) alone on the SWE-bench instance, SWE-bench's grading, the score."""
+    from tests.openai_server import OpenAIServer, Reply
+
+    rows = tmp_path / "instances.jsonl"
+    rows.write_text(json.dumps(swebench_task) + "\n")
+    fix = "The mean divides by one too many.\n<function=bash><parameter=command>sed -i 's/(len(values) + 1)/len(values)/' calc.py</parameter></function>"
+    with OpenAIServer([Reply(content=fix), Reply(content="Fixed.\n<function=submit></function>")]) as server:
+        env = {**os.environ, "INSTANCES": str(rows), "STUDENT_API_BASE": server.url, "DOCKER_HOST": docker_host,
+               "OUTPUT_DIR": str(tmp_path / "traj"), "EVAL_DIR": str(tmp_path / "eval"), "WORKERS": "1", "EVAL_WORKERS": "1"}
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "eval_student.sh"), str(tmp_path / "ckpt" / "student-r1")],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "vllm serve " + str(tmp_path / "ckpt" / "student-r1") + " --served-model-name student-r1 --host 127.0.0.1 --port 8000" in done.stderr
+    assert server.requests and all(r["model"] == "student-r1" for r in server.requests)  # the student alone
+    lines = done.stdout.splitlines()
+    assert "resolved 1/1 = 100.0% (95% CI 2.5-100.0%, Clopper-Pearson)" in lines, done.stdout
+    assert lines[lines.index("resolved 1/1 = 100.0% (95% CI 2.5-100.0%, Clopper-Pearson)") + 2].split() == ["submitted", "1"]
+    report = json.loads((tmp_path / "eval" / "student_student-r1" / INSTANCE_ID / "report.json").read_text())
+    assert report["resolved"] is True and report["model_name_or_path"]

@@ -85,3 +85,16 @@ def merge_preds_command(
         raise UserError(f"no predictions found in {', '.join(map(str, inputs))}; give preds.json files or folders of finished .traj files")
     write_predictions(output, merged)
     typer.echo(f"{len(merged)} predictions -> {output}")
+
+
+def score_command(
+    report: Path = typer.Argument(..., help="The aggregate report.json of an evaluation run."),
+    trajectories: Optional[list[Path]] = typer.Option(None, "--trajectories", "-t", help="Run folders (shards) of the .traj files: exit statuses, and instances without a report count as unresolved."),
+    total: Optional[int] = typer.Option(None, "--total", min=1, help="Instances the run was asked to solve (e.g. 500 for SWE-bench Verified), when some have neither report nor trajectory."),
+    confidence: float = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Confidence level of the interval."),
+) -> None:
+    """Resolve rate with a binomial (Clopper-Pearson) confidence interval, and the exit-status table."""
+    from sweagent_oec.harness.score import score
+
+    for line in score(report, trajectories, total, confidence).lines():
+        typer.echo(line)

@@ -54,7 +54,8 @@ HARNESSES = ("auto", "swesmith", "swebench")
 
 
 def choose_harness(harness: str, instances: list[Instance], runtime: str = "docker") -> str:
-    """`swesmith` or `swebench` for these instances; UserError when the choice cannot grade them."""
+    """`swesmith` or `swebench` for these instances; UserError when the choice cannot grade them.
+    (`swebench` always runs in SWE-bench's images: `runtime` is not used for it.)"""
     if harness not in HARNESSES:
         raise UserError(f"--harness must be one of {', '.join(HARNESSES)}, not {harness!r}")
     swebench = [i.instance_id for i in instances if i.is_swebench]
@@ -67,8 +68,6 @@ def choose_harness(harness: str, instances: list[Instance], runtime: str = "dock
         if len(swebench) != len(instances):
             other = next(i.instance_id for i in instances if not i.is_swebench)
             raise UserError(f"--harness swebench grades SWE-bench instances only (rows with test_patch and version); {other} is not one")
-        if runtime != "docker":
-            log.info("--harness swebench runs in SWE-bench's images: --runtime %s is not used", runtime)
     return harness
 
 
