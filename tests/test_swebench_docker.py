@@ -24,7 +24,7 @@ import pytest
 from tests.docker_engine import ROOT, docker_host  # noqa: F401  (fixture)
 
 pytest.importorskip("swebench")
-pytestmark = [pytest.mark.docker, pytest.mark.slow]  # ~80 s: a run-batch and five evaluations
+pytestmark = pytest.mark.docker
 
 INSTANCE_ID = "pallets__flask-90000"
 IMAGE = "swebench/sweb.eval.x86_64.pallets_1776_flask-90000:latest"
@@ -122,6 +122,7 @@ def _oec(*args: str, cwd: Path, host: str) -> subprocess.CompletedProcess:
                           text=True, timeout=900)
 
 
+@pytest.mark.slow  # ~80 s: a run-batch and five evaluations
 def test_agent_starts_at_base_commit_and_swebench_grades(swebench_task, docker_host, tmp_path):  # noqa: F811
     from swebench.harness.grading import get_eval_report
 
@@ -199,6 +200,7 @@ def test_agent_starts_at_base_commit_and_swebench_grades(swebench_task, docker_h
     assert noop_report_path.stat().st_mtime_ns == before and not json.loads(noop_report_path.read_text())["resolved"]
 
 
+@pytest.mark.slow  # ~50 s: a run-batch and an evaluation
 def test_eval_student_script(swebench_task, docker_host, tmp_path):  # noqa: F811
     """scripts/eval_student.sh end to end: the student (a loopback server speaking the OpenAI API,
     as vLLM does) alone on the SWE-bench instance, SWE-bench's grading, the score."""
@@ -220,3 +222,40 @@ def test_eval_student_script(swebench_task, docker_host, tmp_path):  # noqa: F81
     assert lines[lines.index("resolved 1/1 = 100.0% (95% CI 2.5-100.0%, Clopper-Pearson)") + 2].split() == ["submitted", "1"]
     report = json.loads((tmp_path / "eval" / "student_student-r1" / INSTANCE_ID / "report.json").read_text())
     assert report["resolved"] is True and report["model_name_or_path"]
+
+
+def test_ungraded_instances_are_recorded_with_their_reason(swebench_task, docker_host, tmp_path):  # noqa: F811
+    """Each way an instance cannot be graded gives an error report with its code; the batch goes on."""
+    from sweagent_oec.env.runtime import EnvConfig
+    from sweagent_oec.harness.evaluate import EvalOptions
+    from sweagent_oec.harness.predictions import Prediction
+    from sweagent_oec.harness.swebench import evaluate_swebench
+    from sweagent_oec.tasks.instances import Instance
+
+    slow_test = ("diff --git a/tests/test_slow.py b/tests/test_slow.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/test_slow.py\n"
+                 "@@ -0,0 +1,5 @@\n+import time\n+\n+\n+def test_slow():\n+    time.sleep(60)\n")
+    rows = {
+        "bad_patch": {**swebench_task, "instance_id": "pallets__flask-90001"},
+        "no_image": {**swebench_task, "instance_id": "pallets__flask-90002"},
+        "unsupported": {**swebench_task, "instance_id": "pallets__flask-90003", "version": "0.1"},
+        "timeout": {**swebench_task, "instance_id": "pallets__flask-90004", "test_patch": slow_test,
+                    "FAIL_TO_PASS": json.dumps(["tests/test_slow.py::test_slow"])},
+    }
+    instances = [Instance.model_validate({**row, "image_name": IMAGE}) for row in rows.values()]
+    instances[1] = instances[1].model_copy(update={"image_name": "localhost/oec-no-such-image:1"})
+    patches = {"bad_patch": "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1,1 +1,1 @@\n-no such line\n+x\n"}
+    preds = {i.instance_id: Prediction(instance_id=i.instance_id, model_name_or_path="m",
+                                       model_patch=patches.get(kind, swebench_task["patch"]))
+             for kind, i in zip(rows, instances)}
+    opts = EvalOptions(run_id="errors", output_dir=tmp_path, timeout=5, progress=False,
+                       env=EnvConfig(type="docker", docker_host=docker_host))
+    aggregate = evaluate_swebench(instances, preds, opts)
+    codes = {kind: aggregate["errors"].get(i.instance_id, "").split(":")[0] for kind, i in zip(rows, instances)}
+    assert codes == {"bad_patch": "patch_apply_failed", "no_image": "environment_error", "unsupported": "unsupported_repo",
+                     "timeout": "timeout"}, aggregate["errors"]
+    assert aggregate["total"] == aggregate["error"] == 4
+    bad = tmp_path / "errors" / "pallets__flask-90001"
+    assert ">>>>> Patch Apply Failed" in (bad / "run_instance.log").read_text() and not (bad / "test_output.txt").exists()
+    slow = tmp_path / "errors" / "pallets__flask-90004" / "test_output.txt"
+    assert slow.read_text().endswith("Timeout error: 5 seconds exceeded.")
+    assert "version '0.1' is not in swebench's specs" in aggregate["errors"]["pallets__flask-90003"]
