@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 
 import typer
 
@@ -41,7 +42,10 @@ def main() -> None:
     from rich.logging import RichHandler
 
     from sweagent_oec.errors import UserError
+    from sweagent_oec.secrets import install_log_scrubber, scrub
 
+    install_log_scrubber()  # known secrets (resolved config keys, API-key variables) never reach the log
+    sys.excepthook = lambda kind, value, tb: sys.stderr.write(scrub("".join(traceback.format_exception(kind, value, tb))))
     level = os.environ.get("OEC_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
     for noisy in ("LiteLLM", "litellm", "httpx", "httpcore", "urllib3", "filelock"):
@@ -49,7 +53,7 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {scrub(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from sweagent_oec.env.runtime import EnvConfig
 from sweagent_oec.tools.specs import BUNDLES, REVIEW_BUNDLE, bundle_key, tool_names
 from sweagent_oec.errors import UserError
+from sweagent_oec import secrets
 
 
 class Strict(BaseModel):
@@ -478,19 +479,10 @@ def resolve_env_refs(data: Any, path: str = "", errors: list[str] | None = None)
 
 
 def redact_secrets(data: Any) -> Any:
-    """Keep `$VAR` references, blank out literal values of secret-looking keys."""
-    if isinstance(data, dict):
-        out = {}
-        for k, v in data.items():
-            secret = re.search(r"(api_key|token|secret|password)", str(k), re.I)
-            if secret and isinstance(v, str) and not _VAR.match(v.strip()):
-                out[k] = "***"
-            else:
-                out[k] = redact_secrets(v)
-        return out
-    if isinstance(data, list):
-        return [redact_secrets(v) for v in data]
-    return data
+    """What a config may show in written files: `$VAR` references kept, literal values under
+    secret-looking keys (key, token, secret, password, authorization...; any nesting, headers and
+    env_variables included) and provider-key-shaped values replaced by "***" (sweagent_oec/secrets.py)."""
+    return secrets.redact(data)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -787,6 +779,7 @@ def build_config(data: dict, resolve_env: bool = True) -> RunConfig:
     if resolve_env:
         values = resolve_env_refs(values, errors=errors)
         _several_keys(values, errors)
+        secrets.remember_config(values)  # resolved secrets are scrubbed from errors and logs from now on
     config = None
     try:
         config = RunConfig.model_validate(values)
