@@ -45,6 +45,7 @@ def convert_command(
     switch_step: Optional[int] = typer.Option(None, "--switch-step", min=0, help="Switch step for files without role fields (a <traj>.oec.json sidecar wins); none: all expert (BC)."),
     student_config: Optional[Path] = typer.Option(None, "--student-config", help="Run config YAML: rewrite the system prompt and actions into the student's inference format."),
     instances: Optional[str] = typer.Option(None, "--instances", "-i", help="With --student-config: instances (file, datasets folder, HF name or 'embedded') whose problem statements re-render the task message."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of --instances (hub dataset or datasets folder; default: test for SWE-bench, else train)."),
     style: Optional[str] = typer.Option(None, "--style", help="Action style of the output: xml | tool | ticks (default: the student config's parse function; none: as written)."),
     truncate_loops: bool = typer.Option(False, "--truncate-loops", help="Cut looping trajectories where the loop starts instead of dropping them."),
     max_consecutive: int = typer.Option(3, "--max-consecutive", min=0, help="Loop: the same action this many times in a row (0: off)."),
@@ -80,7 +81,7 @@ def convert_command(
     for s in sources:
         s.weight = weights.get(s.name, 1.0)
     options = Options(sources=sources, output=output, resolved_only=resolved_only, switch_step=switch_step,
-                      student_config=student_config, instances=instances, style=style, rules=RepetitionRules(max_consecutive, cycle_repeats, max_total),
+                      student_config=student_config, instances=instances, split=split, style=style, rules=RepetitionRules(max_consecutive, cycle_repeats, max_total),
                       truncate_loops=truncate_loops, max_per_instance=max_per_instance, dedup=dedup, seed=seed,
                       heldout=heldout, tokenizer=tokenizer, dataset=dataset, workers=workers)
     stats = convert(options)

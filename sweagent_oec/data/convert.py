@@ -61,6 +61,7 @@ class Options:
     switch_step: int | None = None  # for files without role fields and without a sidecar
     student_config: Path | None = None
     instances: str | Path | None = None  # with student_config: re-render the task message from them
+    split: str | None = None  # the instances' split (hub dataset or datasets folder)
     style: str | None = None
     rules: filters.RepetitionRules = field(default_factory=filters.RepetitionRules)
     truncate_loops: bool = False
@@ -359,7 +360,7 @@ def convert(options: Options) -> dict:
             raise UserError("--instances re-renders the task message with the student's template; pass --student-config too")
         from sweagent_oec.tasks.instances import load_instances
 
-        instances = {inst.instance_id: inst for inst in load_instances(options.instances)}
+        instances = {inst.instance_id: inst for inst in load_instances(options.instances, options.split)}
     heldout_ids = read_heldout(options.heldout) if options.heldout else set()
     files = {s.name: trajectory_files(s.paths) for s in options.sources}
     # Read up front: a bad report fails here, before anything is written.
