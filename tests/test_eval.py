@@ -133,7 +133,10 @@ def test_patch_cannot_change_how_tests_run(task: Instance, tmp_path: Path) -> No
     hacked = _report(tmp_path, f"{task.instance_id}.hack")
     assert hacked["patch_successfully_applied"] and not hacked["resolved"]
     assert hacked["tests_status"]["FAIL_TO_PASS"]["failure"] == task.FAIL_TO_PASS
-    assert _report(tmp_path, f"{task.instance_id}.fix_and_hack")["resolved"]
+    # A patch that ships a report-rewriting hook is suspected of tampering even when it also fixes the bug.
+    fix_and_hack = _report(tmp_path, f"{task.instance_id}.fix_and_hack")
+    assert not fix_and_hack["resolved"] and fix_and_hack["unresolved_reason"].startswith("suspected_test_tampering")
+    assert fix_and_hack["tests_status"]["FAIL_TO_PASS"]["failure"] == []  # the undo kept the tests honest
     log = (tmp_path / "logs" / "run" / f"{task.instance_id}.hack" / "test_output.txt").read_text()
     assert "undid the patch's changes to test configuration: pytest.ini tests/conftest.py" in log
 
@@ -345,3 +348,27 @@ def test_docker_eval_restores_tests_the_branch_removed(task: Instance, tmp_path:
     log = (tmp_path / "logs" / "hidden" / task.instance_id / "test_output.txt").read_text()
     assert agg["ids_resolved"] == [task.instance_id], log
     assert "PASSED tests/test_calc.py::test_mean" in log
+
+
+def test_strict_and_swesmith_differ_on_pass_to_pass_outside_the_fail_to_pass_files(task: Instance, tmp_path: Path) -> None:
+    """The measured example of the harness README: a patch that fixes `mean` but breaks `add` for negative
+    numbers, tested only in another file. SWE-smith grades PASS_TO_PASS only in the FAIL_TO_PASS files:
+    resolved under --grading swesmith, unresolved under strict."""
+    repo = tmp_path / "two_files"
+    _git(tmp_path, "clone", "-q", task.local.repo_dir, str(repo))
+    (repo / "tests" / "test_more.py").write_text("from calc import add\n\n\ndef test_add_negative():\n    assert add(-1, -1) == -2\n")
+    _git(repo, "add", "tests/test_more.py")
+    _git(repo, "commit", "-qm", "more tests")
+    other = "tests/test_more.py::test_add_negative"
+    instance = task.model_copy(update={
+        "instance_id": f"{task.instance_id}.two_files", "base_commit": _git(repo, "rev-parse", "HEAD").strip(),
+        "PASS_TO_PASS": [*task.PASS_TO_PASS, other], "local": task.local.model_copy(update={"repo_dir": str(repo)})})
+    (tmp_path / "p").mkdir()
+    patch = make_patch(instance, tmp_path / "p", lambda r: (fix(r), replace_in(r / "calc.py", "return a + b", "return abs(a) + abs(b)")))
+    for policy in ("strict", "swesmith"):
+        evaluate([instance], {instance.instance_id: Prediction(instance_id=instance.instance_id, model_patch=patch)},
+                 opts(tmp_path, run_id=policy, policy=policy))
+    strict, swesmith = _report(tmp_path, instance.instance_id, "strict"), _report(tmp_path, instance.instance_id, "swesmith")
+    assert not strict["resolved"] and strict["tests_status"]["PASS_TO_PASS"]["failure"] == [other]
+    assert swesmith["resolved"] and other not in json.dumps(swesmith["tests_status"])
+    assert "FAILED tests/test_more.py::test_add_negative" in (tmp_path / "logs" / "swesmith" / instance.instance_id / "test_output.txt").read_text()

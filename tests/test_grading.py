@@ -199,3 +199,120 @@ def test_resolved_needs_every_fail_to_pass_and_pass_to_pass() -> None:
     assert not is_resolved(grade_tests({"a": "PASSED", "b": "FAILED"}, ["a"], ["b"]))
     assert not is_resolved(grade_tests({"b": "PASSED"}, ["a"], ["b"]))  # missing under strict
     assert is_resolved(grade_tests({"b": "PASSED"}, ["a"], ["b"], policy="swesmith"))
+
+
+# ------------------------------------------------------------------ --grading swesmith: SWE-smith's own grading
+
+from sweagent_oec.harness.evaluate import _EvalError, run_plan  # noqa: E402
+from sweagent_oec.harness.grading import report_from_statuses, run_problems  # noqa: E402
+from sweagent_oec.harness.log_parser import PARSERS  # noqa: E402
+from sweagent_oec.harness.profiles import swesmith_profile  # noqa: E402
+
+
+def _fixture_instance(instance_id: str, extra_pass_to_pass: list[str] = ()) -> Instance:
+    expected = json.loads((RUNS / instance_id / "report.json").read_text())
+    fail_to_pass, pass_to_pass = _inputs(instance_id, expected)
+    return Instance(instance_id=instance_id, FAIL_TO_PASS=fail_to_pass, PASS_TO_PASS=[*pass_to_pass, *extra_pass_to_pass])
+
+
+@pytest.mark.parametrize("instance_id", FIXTURE_IDS)
+def test_swesmith_plan_is_the_command_swesmith_ran(instance_id: str) -> None:
+    """The command of --grading swesmith is, word for word, the one in SWE-smith's recorded log."""
+    log = (RUNS / instance_id / "test_output.txt").read_text()
+    recorded = log.split(START_LINE + "\n", 1)[1].splitlines()[0].removeprefix("+ ")
+    plan = run_plan(_fixture_instance(instance_id), "swesmith")
+    assert plan.command == recorded and plan.parser == "pytest_swesmith" and plan.pytest
+
+
+@pytest.mark.parametrize("instance_id", FIXTURE_IDS)
+def test_swesmith_grading_reproduces_reports_with_its_selection(instance_id: str) -> None:
+    """Under --grading swesmith, PASS_TO_PASS tests outside the FAIL_TO_PASS files are neither run nor
+    graded (SWE-smith's filter_irrelevant_tests): adding some changes nothing; strict fails on them."""
+    expected = json.loads((RUNS / instance_id / "report.json").read_text())
+    outside = ["tests/elsewhere/test_other.py::test_not_run", "zz/test_z.py::test_q[1]"]
+    instance = _fixture_instance(instance_id, outside)
+    plan = run_plan(instance, "swesmith")
+    log = (RUNS / instance_id / "test_output.txt").read_text()
+    report = report_from_log(log, instance.FAIL_TO_PASS, instance.PASS_TO_PASS, model_patch="diff --git a/x b/x\n",
+                             model_name_or_path=expected["model_name_or_path"], applied=False, policy="swesmith",
+                             parser=plan.parser, test_files=plan.test_files)
+    assert report == expected
+    strict = report_from_log(log, instance.FAIL_TO_PASS, instance.PASS_TO_PASS, model_patch="x",
+                             model_name_or_path="m", applied=False, policy="strict")
+    assert strict["tests_status"]["PASS_TO_PASS"]["failure"][-2:] == outside and not strict["resolved"]
+
+
+def test_swesmith_parser_is_swesmiths() -> None:
+    """SWE-smith's pytest parser reads `<id> STATUS` lines only and cuts ids at whitespace; ours reads more."""
+    log = "tests/t.py::test_a PASSED [ 50%]\nPASSED tests/t.py::test_b\ntests/t.py::test_c[a b] FAILED\ntests/t.py::test_d XPASS\n"
+    # test_b (summary shape), test_c (a space in its id) and test_d (XPASS, not a SWE-bench status) are unseen.
+    assert PARSERS["pytest_swesmith"](log) == {"tests/t.py::test_a": "PASSED"}
+    assert PARSERS["pytest"](log)["tests/t.py::test_c[a b]"] == "FAILED"
+
+
+TORNADO_LOG = """\
+test_get (tornado.test.web_test.HelloHandlerTest) ... ok
+test_post (tornado.test.web_test.HelloHandlerTest) ... FAIL
+test_skip (tornado.test.web_test.HelloHandlerTest) ... skipped 'no network'
+FAIL: test_post (tornado.test.web_test.HelloHandlerTest)
+----------------------------------------------------------------------
+Ran 3 tests in 0.010s
+
+FAILED (failures=1, skipped=1)
+"""
+
+
+def test_a_non_pytest_repo_uses_its_own_command_and_parser() -> None:
+    instance = Instance(instance_id="tornadoweb__tornado.d5ac65c1.func_pm_op_change__x",
+                        FAIL_TO_PASS=["test_get (tornado.test.web_test.HelloHandlerTest)"],
+                        PASS_TO_PASS=["test_post (tornado.test.web_test.HelloHandlerTest)"])
+    plan = run_plan(instance, "swesmith")
+    assert plan.command == "python -m tornado.test --verbose" and plan.parser == "tornado" and not plan.pytest
+    statuses = PARSERS[plan.parser](TORNADO_LOG)
+    assert statuses["test_get (tornado.test.web_test.HelloHandlerTest)"] == "PASSED"
+    assert statuses["test_post (tornado.test.web_test.HelloHandlerTest)"] == "FAILED"
+    report = report_from_log(TORNADO_LOG, instance.FAIL_TO_PASS, instance.PASS_TO_PASS, model_patch="x",
+                             model_name_or_path="m", applied=True, policy="swesmith", parser=plan.parser)
+    assert report["tests_status"]["FAIL_TO_PASS"]["success"] == instance.FAIL_TO_PASS
+    assert report["tests_status"]["PASS_TO_PASS"]["failure"] == instance.PASS_TO_PASS and not report["resolved"]
+    go = Instance(instance_id="gin-gonic__gin.3c12d2a8.x", FAIL_TO_PASS=["TestRouter"], PASS_TO_PASS=["TestContext"])
+    assert run_plan(go, "swesmith").parser == "gotest"
+    assert PARSERS["gotest"]("=== RUN   TestRouter\n--- PASS: TestRouter (0.00s)\n--- FAIL: TestContext (0.01s)\n") == {
+        "TestRouter": "PASSED", "TestContext": "FAILED"}
+
+
+def test_unknown_non_python_repo_is_unsupported() -> None:
+    rust = Instance(instance_id="BurntSushi__ripgrep.3b7fd442.x", FAIL_TO_PASS=["misc::compressed_zstd"], PASS_TO_PASS=[])
+    for policy in ("strict", "swesmith"):
+        with pytest.raises(_EvalError, match=r"^unsupported_repo: BurntSushi/ripgrep"):
+            run_plan(rust, policy)
+    # An unknown repository with pytest ids gets SWE-smith's default python command.
+    assert swesmith_profile(Instance(instance_id="a__b.1234abcd.x", FAIL_TO_PASS=["t/test_x.py::t"])).test_cmd.endswith(" t/test_x.py")
+
+
+def test_a_run_that_did_not_complete_is_never_resolved() -> None:
+    """SWE-smith counts missing tests as passed: a log cut short (process gone, no summary) would
+    resolve. Under every policy it is an incomplete run."""
+    cut = "tests/t.py::test_b PASSED [ 50%]\n"  # then the process exited: no summary, test_a never ran
+    for policy in ("strict", "swesmith"):
+        report = report_from_log(cut, ["tests/t.py::test_a"], ["tests/t.py::test_b"], model_patch="x",
+                                 model_name_or_path="m", applied=True, policy=policy)
+        assert not report["resolved"] and report["unresolved_reason"].startswith("incomplete_test_run"), report
+    swesmith = report_from_log(cut, ["tests/t.py::test_a"], ["tests/t.py::test_b"], model_patch="x",
+                               model_name_or_path="m", applied=True, policy="swesmith")
+    assert swesmith["tests_status"]["FAIL_TO_PASS"] == {"success": ["tests/t.py::test_a"], "failure": []}  # SWE-smith's grade
+    assert "no test session summary" in swesmith["unresolved_reason"]
+    assert "no FAIL_TO_PASS test was observed" in swesmith["unresolved_reason"]
+
+
+def test_run_problems() -> None:
+    ok = {"a": "PASSED", "b": "FAILED"}
+    summary = "===== 1 failed, 1 passed in 0.10s =====\n"
+    assert run_problems(ok, ["a"], log=summary, pytest_log=True, exit_code=1) == []
+    assert "exited 0 although" in run_problems(ok, ["a"], log=summary, pytest_log=True, exit_code=0)[0]
+    assert "exited with status 2" in run_problems(ok, ["a"], log=summary, pytest_log=True, exit_code=2)[0]
+    assert run_problems({"a": "SKIPPED"}, ["a"]) == ["no FAIL_TO_PASS test was observed passing or failing"]
+    assert run_problems({}, [], log="Results (0.77s):\n       169 passed\n", pytest_log=True) == []  # pytest-pretty
+    report = report_from_statuses({"a": "PASSED"}, ["a"], [], model_patch="x", model_name_or_path="m", applied=True,
+                                  tampering=["x", "x"], problems=["y"])
+    assert report["unresolved_reason"] == "suspected_test_tampering: x" and not report["resolved"]

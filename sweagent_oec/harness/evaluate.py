@@ -7,7 +7,9 @@ Per instance, in a runtime from `make_runtime` (local or docker, same code):
   3. restore the test files of FAIL_TO_PASS/PASS_TO_PASS from the task state, and undo the patch's
      changes to pytest's configuration and plugin files (conftest.py, pytest.ini, ...), so a patch
      cannot make tests pass by editing them or the way they run;
-  4. run the test command between SWE-smith's start/end markers, parse, grade.
+  4. run the test command between SWE-smith's start/end markers, pytest under the guard (guard.py:
+     the installed runner, results over a private pipe, a verdict signed with a one-time nonce),
+     parse, grade. A patch suspected of tampering (tampering.py) is graded unresolved.
 Outputs `<output_dir>/<run_id>/<instance_id>/{patch.diff,test_output.txt,report.json}` and the
 aggregate `<output_dir>/<run_id>/report.json`. report.json is written last: it marks the instance
 done, and a later run skips it unless `redo_existing`.
@@ -17,16 +19,27 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import secrets
 import shlex
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweagent_oec.env import make_runtime
 from sweagent_oec.env.runtime import EnvConfig, Runtime
 from sweagent_oec.files import atomic_write_text
-from sweagent_oec.harness.grading import Policy, report_from_log
-from sweagent_oec.harness.log_parser import END_LINE, START_LINE
+from sweagent_oec.harness.grading import Policy, report_from_statuses, run_problems
+from sweagent_oec.harness.log_parser import END_LINE, PARSERS, START_LINE
+from sweagent_oec.harness.profiles import TEST_COMMANDS, repo_of, swesmith_profile
+from sweagent_oec.harness.tampering import (
+    changed_files,
+    guard_command,
+    guard_source,
+    log_disagreements,
+    read_verdict,
+    scan_patch,
+)
 from sweagent_oec.harness.predictions import Prediction
 from sweagent_oec.harness.report import REPORT_NAME, aggregate_report, instance_report, write_report
 from sweagent_oec.harness.resume import finished_report, settings_of, write_settings
@@ -84,6 +97,50 @@ class _EvalError(Exception):
     """Ends one instance's evaluation with a reason for its report ("<code>: <detail>")."""
 
 
+#: A pytest node id starts with a Python file: `tests/test_x.py::test_a`, `tests/test_x.py`.
+_PYTEST_ID = re.compile(r"[^:\s]+\.py(::|$)")
+
+
+class _Tampered(Exception):
+    """Ends one instance's evaluation before its tests run: graded unresolved, with the reason."""
+
+
+@dataclass
+class RunPlan:
+    """How one instance's tests run and are read."""
+
+    command: str
+    #: Log parser (log_parser.PARSERS) for the printed log.
+    parser: str
+    #: SWE-smith's selection: FAIL_TO_PASS/PASS_TO_PASS cut to tests in these files ([] = all).
+    test_files: list[str] = field(default_factory=list)
+    #: The command runs pytest (its log has a session summary).
+    pytest: bool = True
+
+
+def run_plan(instance: Instance, policy: Policy) -> RunPlan:
+    """The command, parser and selection for an instance under a grading policy.
+
+    Local tasks: their own `local.test_cmd` (it prints pytest's -rA summary, so our parser reads
+    it under both policies). Docker (SWE-smith) instances: strict runs SWESMITH_PYTEST on every
+    listed test file; swesmith runs SWE-smith's own command for the repository on the files of the
+    FAIL_TO_PASS tests and reads the log with SWE-smith's parser for it (profiles.py).
+    """
+    swesmith = policy == "swesmith"
+    if instance.local is not None:
+        files = sorted({t.split("::", 1)[0] for t in instance.FAIL_TO_PASS if "::" in t}) if swesmith else []
+        return RunPlan(instance.local.test_cmd, "pytest", files, "pytest" in instance.local.test_cmd)
+    repo = repo_of(instance)
+    listed = [*instance.FAIL_TO_PASS, *instance.PASS_TO_PASS]
+    if repo not in TEST_COMMANDS and listed and not any(_PYTEST_ID.match(t) for t in listed):
+        raise _EvalError(f"unsupported_repo: {repo} has no known test command or log parser, and its tests "
+                         f"are not pytest node ids (e.g. {listed[0]!r})")
+    if not swesmith:
+        return RunPlan(pytest_command(instance), "pytest", [], True)
+    profile = swesmith_profile(instance)
+    return RunPlan(profile.test_cmd, profile.parser, profile.test_files, profile.pytest)
+
+
 def listed_test_files(instance: Instance) -> list[str]:
     """The files that hold the instance's FAIL_TO_PASS/PASS_TO_PASS tests (pytest node ids)."""
     files = (test.split("::", 1)[0] for test in [*instance.FAIL_TO_PASS, *instance.PASS_TO_PASS] if "::" in test)
@@ -109,6 +166,8 @@ class _Session:
         self.rt = runtime
         self.patch = patch
         self.applied = False
+        self.name = ""
+        self.plan: RunPlan | None = None
         self.log: list[str] = []
 
     def sh(self, command: str, timeout: float = STEP_TIMEOUT, quiet: bool = False):
@@ -186,26 +245,61 @@ def _restore_tests(s: _Session, instance: Instance, patch_path: str) -> None:
         s.log.append(f"undid the patch's changes to test configuration: {' '.join(infra)}\n")
 
 
-def _run(s: _Session, instance: Instance, opts: EvalOptions) -> None:
-    """Steps 1-4 of the module docstring; the test log accumulates in `s.log`."""
+def _run(s: _Session, instance: Instance, opts: EvalOptions) -> dict:
+    """Steps 1-4 of the module docstring; the test log accumulates in `s.log`. Returns the report."""
     # One round trip: back to the task state, and where the env keeps private temporary files.
     tmp = s.must('git reset -q --hard HEAD && git clean -fdq && printf %s "${TMPDIR:-/tmp}"').strip() or "/tmp"
     patch_path = f"{tmp}/oec_eval_{instance.instance_id}.diff"
     if opts.gold:
         s.patch = _gold_patch(s, instance, patch_path)
+    suspicions = [] if opts.gold else scan_patch(s.patch or "", diff_paths(instance.patch), instance.repo or "")
+    if any("git's own folder" in why for why in suspicions):
+        raise _Tampered("; ".join(suspicions))  # not even applied: git would run its hooks
     _apply(s, patch_path)
     _restore_tests(s, instance, patch_path)
-    command = pytest_command(instance)
-    s.log.append(f"{START_LINE}\n+ {command}\n")
+    plan = s.plan or run_plan(instance, opts.policy)
+    nonce = secrets.token_hex(16)
+    token = secrets.token_hex(8)
+    guard_path, nonce_path = f"{tmp}/oec_guard_{token}.py", f"{tmp}/oec_guard_{token}.key"
+    changed = [] if opts.gold else changed_files(s.patch or "")
+    command = guard_command(plan.command, guard_path, nonce_path, changed) if plan.pytest else None
+    if command is not None:
+        s.rt.write_file(guard_path, guard_source())
+        s.rt.write_file(nonce_path, nonce)
+    s.log.append(f"{START_LINE}\n+ {plan.command}\n")
     # A subshell, so an `exit` or `cd` in the task's command cannot end or move the session.
-    result = s.rt.run(f"( {command} )", timeout=opts.timeout)
-    s.log.append(result.output.rstrip("\n") + "\n")
+    result = s.rt.run(f"( {command or plan.command} )", timeout=opts.timeout)
+    verdict, forged, output = read_verdict(result.output, nonce) if command else (None, [], result.output)
+    s.log.append(output.rstrip("\n") + "\n")
     if result.timed_out:
         s.log.append(f"{TESTS_TIMEOUT} after {opts.timeout:g} s\n")
         raise _EvalError(f"timeout: the test command ran past {opts.timeout:g} s")
     s.log.append(f"{END_LINE}\n")
     if result.exit_code in (126, 127):
         raise _EvalError(f"environment_error: the test command could not run (exit {result.exit_code}): {_one_line(result.output)}")
+    # The whole output is read: markers printed by the code under test cannot choose what counts.
+    statuses = PARSERS[plan.parser](output)
+    tampering = [*suspicions, *forged]
+    if command is None:
+        problems = run_problems(statuses, instance.FAIL_TO_PASS, log=output, pytest_log=plan.pytest, exit_code=result.exit_code)
+    elif verdict is None:
+        problems = [f"the test guard gave no verdict (exit {result.exit_code}): {_one_line(output)}"]
+    elif not verdict.started:
+        raise _EvalError(f"environment_error: the test runner did not start (exit {result.exit_code}): {_one_line(output)}")
+    else:
+        s.log.append(f"test guard: {json.dumps({k: v for k, v in vars(verdict).items() if k != 'statuses'})}\n")
+        if opts.policy == "strict":
+            statuses = verdict.statuses
+        tampering += verdict.tampering
+        tampering += log_disagreements(PARSERS["pytest"](output), verdict.statuses,
+                                       [*instance.FAIL_TO_PASS, *instance.PASS_TO_PASS])
+        problems = [*verdict.incomplete, *run_problems(statuses, instance.FAIL_TO_PASS)]
+    return report_from_statuses(
+        statuses, instance.FAIL_TO_PASS, instance.PASS_TO_PASS,
+        fail_to_fail=getattr(instance, "FAIL_TO_FAIL", None) or [],
+        pass_to_fail=getattr(instance, "PASS_TO_FAIL", None) or [],
+        model_patch=s.patch, model_name_or_path=GOLD if opts.gold else s.name, applied=True, policy=opts.policy,
+        test_files=plan.test_files, problems=problems, tampering=tampering)
 
 
 def evaluate_instance(instance: Instance, prediction: Prediction | None, opts: EvalOptions) -> dict:
@@ -223,27 +317,22 @@ def evaluate_instance(instance: Instance, prediction: Prediction | None, opts: E
         return report
     s: _Session | None = None
     try:
+        plan = run_plan(instance, opts.policy)  # an unsupported repository needs no environment
         try:
             runtime = make_runtime(instance, opts.env_config())
         except Exception as e:  # failing to start is the environment's fault, not the patch's
             raise _EvalError(f"environment_error: the runtime did not start: {_one_line(str(e) or type(e).__name__)}") from e
         s = _Session(runtime, patch)
+        s.name, s.plan = name, plan
         try:
-            _run(s, instance, opts)
+            report = _run(s, instance, opts)
         finally:
             runtime.close()
         test_log = "".join(s.log)
-        report = report_from_log(
-            test_log,
-            instance.FAIL_TO_PASS,
-            instance.PASS_TO_PASS,
-            fail_to_fail=getattr(instance, "FAIL_TO_FAIL", None) or [],
-            pass_to_fail=getattr(instance, "PASS_TO_FAIL", None) or [],
-            model_patch=s.patch,
-            model_name_or_path=name,
-            applied=True,
-            policy=opts.policy,
-        )
+    except _Tampered as e:
+        test_log = "".join(s.log) + f"\nnot applied: suspected test tampering: {e}\n"
+        report = instance_report(model_patch=patch, model_name_or_path=name, applied=False,
+                                 unresolved_reason=f"suspected_test_tampering: {e}")
     except Exception as e:
         if not isinstance(e, _EvalError):  # a dead session or a bug: record it, keep the batch going
             log.exception("evaluating %s failed", instance.instance_id)

@@ -95,3 +95,107 @@ def parse_pytest_log(text: str) -> dict[str, str]:
         if at_end and "::" in at_end.group(1):
             record(at_end.group(1), at_end.group(2))
     return statuses
+
+
+# ------------------------------------------------------------------ SWE-smith's parsers
+# Ported from SWE-smith's harness/log_parsers.py at commit cf2e649d (2025-06-19), the version whose
+# reports are in tests/data/fixtures/swesmith; `--grading swesmith` reads logs with these, exactly
+# as SWE-smith does (e.g. its pytest parser reads only `<id> STATUS` lines and cuts ids at the first
+# whitespace). Statuses are SWE-bench's TestStatus values (it has no XPASS).
+SWEBENCH_STATUSES = ("FAILED", "PASSED", "SKIPPED", "ERROR", "XFAIL")
+
+
+def parse_log_pytest_swesmith(log: str) -> dict[str, str]:
+    """SWE-smith's `parse_log_pytest`: `<id> <STATUS>` at a line's start; a later line wins."""
+    statuses: dict[str, str] = {}
+    for line in log.split("\n"):
+        for status in SWEBENCH_STATUSES:
+            match = re.match(rf"^(\S+)(\s+){status}", line)
+            if match:
+                statuses[match.group(1)] = status
+    return statuses
+
+
+def parse_log_gotest(log: str) -> dict[str, str]:
+    """`go test -v`: `--- PASS: TestName (0.00s)`."""
+    statuses: dict[str, str] = {}
+    names = {"PASS": "PASSED", "FAIL": "FAILED", "SKIP": "SKIPPED"}
+    for line in log.split("\n"):
+        match = re.match(r"^--- (PASS|FAIL|SKIP): (.+) \((.+)\)$", line.strip())
+        if match:
+            statuses[match.group(2)] = names[match.group(1)]
+    return statuses
+
+
+def parse_log_mypy(log: str) -> dict[str, str]:
+    """python/mypy: the last word of a line that mentions PASSED or FAILED."""
+    statuses: dict[str, str] = {}
+    for line in log.split("\n"):
+        for status in ("PASSED", "FAILED"):
+            if status in line:
+                statuses[line.split()[-1]] = status
+                break
+    return statuses
+
+
+def parse_log_python_slugify(log: str) -> dict[str, str]:
+    """un33k/python-slugify (unittest, verbose): `test_x (module.Class) ... ok|FAIL|ERROR`."""
+    statuses: dict[str, str] = {}
+    pattern = r"^([a-zA-Z0-9_\-,\.\s\(\)']+)\s\.{3}\s"
+    for line in log.split("\n"):
+        match = re.match(f"{pattern}ok$", line)
+        if match:
+            statuses[match.group(1)] = "PASSED"
+            continue
+        for keyword, status in (("FAIL", "FAILED"), ("ERROR", "ERROR")):
+            match = re.match(f"{pattern}{keyword}$", line)
+            if match:
+                statuses[match.group(1)] = status
+    return statuses
+
+
+def parse_log_tornado(log: str) -> dict[str, str]:
+    """tornadoweb/tornado (`python -m tornado.test --verbose`)."""
+    statuses: dict[str, str] = {}
+    for line in log.split("\n"):
+        if line.endswith("... ok"):
+            statuses[line.split(" ... ")[0]] = "PASSED"
+        elif " ... skipped " in line:
+            statuses[line.split(" ... ")[0]] = "SKIPPED"
+        elif any(line.startswith(x) for x in ("ERROR:", "FAIL:")):
+            statuses[" ".join(line.split()[1:3])] = "FAILED"
+    return statuses
+
+
+def parse_log_paramiko(log: str) -> dict[str, str]:
+    """paramiko/paramiko (`pytest -rA`): `STATUS <id>` at a line's start."""
+    statuses: dict[str, str] = {}
+    for line in log.split("\n"):
+        for status in SWEBENCH_STATUSES:
+            match = re.match(rf"^{status}\s(\S+)", line)
+            if match:
+                statuses[match.group(1)] = status
+    return statuses
+
+
+def parse_log_autograd(log: str) -> dict[str, str]:
+    """HIPS/autograd (pytest-xdist): `[gwN] STATUS <id>`."""
+    statuses: dict[str, str] = {}
+    for line in log.split("\n"):
+        for status in SWEBENCH_STATUSES:
+            match = re.match(rf"^\[gw\d\]\s{status}\s(\S+)", line)
+            if match:
+                statuses[match.group(1)] = status
+    return statuses
+
+
+PARSERS = {
+    "pytest": parse_pytest_log,
+    "pytest_swesmith": parse_log_pytest_swesmith,
+    "gotest": parse_log_gotest,
+    "mypy": parse_log_mypy,
+    "python_slugify": parse_log_python_slugify,
+    "tornado": parse_log_tornado,
+    "paramiko": parse_log_paramiko,
+    "autograd": parse_log_autograd,
+}
