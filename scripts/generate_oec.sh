@@ -12,6 +12,9 @@ CONFIG="${CONFIG:-$ROOT/config/qwen32b_switch_claude_python_tools.yaml}"
 INSTANCES="${INSTANCES:-SWE-bench/SWE-smith}"        # HF dataset name, JSON/JSONL, or a datasets folder
 SLICE="${SLICE:-}"                                  # e.g. 0:1000
 FILTER="${FILTER:-}"                                # regex on instance ids
+SPLIT="${SPLIT:-}"                                  # split of a HF dataset or datasets folder (default train)
+LANGUAGES="${LANGUAGES-python}"                     # only rows in these languages (comma-separated; empty: all)
+SKIP_EMPTY="${SKIP_EMPTY:-1}"                       # 1: leave out rows with a blank problem statement
 OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/trajectories/qwen32b_switch_claude}"
 WORKERS="${WORKERS:-16}"
 SHARD="${SHARD:-}"
@@ -23,4 +26,7 @@ args=(run-batch -c "$CONFIG" -i "$INSTANCES" -o "$OUTPUT_DIR" -w "$WORKERS")
 [ -n "$SLICE" ] && args+=(--slice "$SLICE")
 [ -n "$FILTER" ] && args+=(--filter "$FILTER")
 [ -n "$SHARD" ] && args+=(--shard "$SHARD")
+[ -n "$SPLIT" ] && args+=(--split "$SPLIT")
+[ -n "$LANGUAGES" ] && args+=(--languages "$LANGUAGES")
+[ "$SKIP_EMPTY" = 1 ] && args+=(--skip-empty-problem-statements)
 exec "$OEC" "${args[@]}" "$@"

@@ -4,6 +4,7 @@ SWE-bench's own test spec and grading on the rows in tests/data/swebench_verifie
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,23 @@ def test_choose_harness():
         choose_harness("swebench", [smith])
     with pytest.raises(UserError, match="--harness must be one of"):
         choose_harness("sweb", bench)
+
+
+def test_run_batch_skips_and_counts(tmp_path):
+    """run-batch --skip-empty-problem-statements --languages python: skipped rows are never run."""
+    import subprocess
+    import sys
+
+    from sweagent_oec.tasks.bundled import materialize_tinycalc
+
+    task = materialize_tinycalc(tmp_path).model_dump(mode="json")
+    rows = [task, {**task, "instance_id": "empty__x.1", "problem_statement": " "},
+            {**task, "instance_id": "go__x.1", "patch": "diff --git a/main.go b/main.go\n"}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = Path(__file__).parent.parent / "config" / "replay_tinycalc.yaml"
+    done = subprocess.run([sys.executable, "-m", "sweagent_oec.cli", "run-batch", "-c", str(config), "-i", "rows.jsonl",
+                           "-o", "out", "--no-progress", "--skip-empty-problem-statements", "--languages", "python"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "300"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "skipped 2 of 3 instances (empty problem statement: 1, language go: 1)" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith(".")) == [task["instance_id"]]
