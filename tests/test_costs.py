@@ -218,3 +218,23 @@ def test_a_switching_judge_is_priced_too_and_has_its_row():
     rows = {line.split()[0]: line.split() for line in state.cost_table().splitlines()}
     assert rows["judge"][1:] == ["2", "4", "200", "20", "80", "0", "0.5000"]
     assert rows["all"][-1] == "1.5000"
+
+
+def test_run_refuses_an_unpriced_limited_model_in_one_line(tmp_path):
+    config = _write(tmp_path, {"agent": {"model": {"name": "openai/unpriced-model", "api_key": "k",
+                                                   "api_base": "http://127.0.0.1:9/v1"}}}, "c.yaml")
+    result = subprocess.run(CLI + ["run", "-c", str(config), "--bundled", "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "price_per_million_tokens" in lines[0], result.stderr
+    assert not any((tmp_path / "out").rglob("*.traj"))
+
+
+def test_swe_agent_model_keys_stop_and_system_as_user_reach_the_server():
+    with OpenAIServer([Reply(content="ok")]) as server:
+        config = ModelConfig(name="openai/m", api_base=server.url, api_key="k", per_instance_cost_limit=0,
+                             stop=["</function>"], convert_system_to_user=True, top_p=0.9, max_output_tokens=77)
+        LiteLLMModel(config, BatchBudget()).query([{"role": "system", "content": "rules"}, {"role": "user", "content": "go"}])
+    request = server.requests[0]
+    assert request["stop"] == ["</function>"] and request["top_p"] == 0.9 and request["max_tokens"] == 77
+    assert [m["role"] for m in request["messages"]] == ["user", "user"]
