@@ -183,3 +183,12 @@ def test_retry_warnings_are_scrubbed(caplog):
         assert LiteLLMModel(config, budget=BatchBudget()).query(MESSAGES).content == "ok"
     retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
     assert retries and all(key not in text for text in retries) and "upstream rejected ***" in retries[0]
+
+
+def test_a_reply_that_echoes_the_key_is_scrubbed_before_it_enters_the_history():
+    key = "sk-echo-0123456789abcdefSECRET"
+    echo = [Reply(content=f"your key is {key}", tool_calls=[tool_call("bash", {"command": f"echo {key}"}, "call_1")])]
+    with OpenAIServer(echo) as server:
+        reply = LiteLLMModel(_config(server, api_key=key), budget=BatchBudget()).query(MESSAGES)
+    assert reply.content == "your key is ***"
+    assert reply.tool_calls[0]["function"]["arguments"] == '{"command": "echo ***"}'

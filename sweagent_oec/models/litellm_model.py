@@ -203,13 +203,15 @@ class LiteLLMModel:
                        api_calls=1, cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens)
         )
         self.budget.add(spent)
+        # A reply is hostile too (a proxy may echo headers): known secrets never enter the history.
         tool_calls = None
         if getattr(choice, "tool_calls", None):
             tool_calls = [
-                {"id": tc.id, "type": "function", "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
+                {"id": tc.id, "type": "function",
+                 "function": {"name": tc.function.name, "arguments": scrub(tc.function.arguments)}}
                 for tc in choice.tool_calls
             ]
         extra = {}
         if getattr(choice, "reasoning_content", None):
-            extra["reasoning_content"] = choice.reasoning_content
-        return ModelReply(content=choice.content or "", tool_calls=tool_calls, extra=extra)
+            extra["reasoning_content"] = scrub(choice.reasoning_content)
+        return ModelReply(content=scrub(choice.content or ""), tool_calls=tool_calls, extra=extra)
