@@ -530,6 +530,16 @@ def resolve_paths(data: Any, base_dir: Path) -> Any:
 _ANY = object()
 _NEVER = object()
 
+
+class _OneOf(tuple):
+    """Several accepted values of a SWE-agent key."""
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, short (long templates and mappings are cut)."""
+    text = repr(value)
+    return f" (got {text[:57]}...)" if len(text) > 60 else f" (got {text})"
+
 #: SWE-agent 1.x keys that no class here has a field for: `{section: {key: (accepted, why)}}`. A
 #: key is accepted (and dropped) when its value is the one given, which changes nothing here
 #: (`_ANY`: any value); any other value is an error naming the key and the reason. A key that a
@@ -591,7 +601,7 @@ SWE_AGENT_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
         "startup_timeout": (180.0, "containers start without a start-up timeout here"),
         "pull": ("missing", "images are never pulled implicitly here"),
         "remove_images": (False, "images are kept"),
-        "python_standalone_dir": (None, "the tools run on the image's own python"),
+        "python_standalone_dir": (_OneOf((None, "")), "the tools run on the image's own python"),
         "platform": (None, "the engine's default platform is used"),
         "remove_container": (True, "containers are always removed"),
         "container_runtime": ("docker", "set DOCKER_HOST or env.docker_host for another engine"),
@@ -631,14 +641,17 @@ def _section(node: Any, cls: type[BaseModel] | None, section: str, path: str, er
             continue
         accepted, why = SWE_AGENT_KEYS[section][key]
         value = node.pop(key)
-        if accepted is not _ANY and value != accepted:
-            shown = "" if isinstance(value, (dict, list)) and len(str(value)) > 60 else f" (got {value!r})"
-            errors.append(f"config key {path}.{key}: {why}{shown}")
+        if accepted is _ANY or (value in accepted if isinstance(accepted, _OneOf) else value == accepted):
+            continue
+        errors.append(f"config key {path}.{key}: {why}{_shown(value)}")
 
 
 def _tools(node: Any, path: str, errors: list[str]) -> None:
     """SWE-agent bundles: `{path: tools/x}` entries become the string `tools/x`."""
     _section(node, ToolsConfig, "tools", path, errors)
+    if isinstance(node, dict) and isinstance(node.get("env_variables"), dict):
+        # SWE-agent exports str(value): `WINDOW: 100` is the string "100"
+        node["env_variables"] = {k: str(v) if isinstance(v, (int, float)) else v for k, v in node["env_variables"].items()}
     if not isinstance(node, dict) or not isinstance(node.get("bundles"), list):
         return
     bundles = []
@@ -668,7 +681,7 @@ def _env(node: Any, errors: list[str]) -> None:
     if not isinstance(deployment, dict):
         errors.append("config key env.deployment: give a mapping with `type: docker | local`")
         return
-    kind, image = deployment.pop("type", None), deployment.pop("image", None)
+    kind, image = deployment.pop("type", "docker"), deployment.pop("image", None)  # SWE-agent's default: docker
     if kind not in ("docker", "local"):
         errors.append(f"config key env.deployment.type: only `docker` and `local` deployments exist here (got {kind!r})")
     elif "type" in node and node["type"] != kind:
@@ -747,7 +760,7 @@ def _describe_one(error: dict) -> str:
     if error["type"] == "missing":
         return f"config key {loc} is required"
     value = error.get("input")
-    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    shown = "" if isinstance(value, (dict, list)) else _shown(value)
     return f"config key {loc or '<top>'}: {error['msg']}{shown}"
 
 
@@ -779,7 +792,6 @@ def build_config(data: dict, resolve_env: bool = True) -> RunConfig:
     if resolve_env:
         values = resolve_env_refs(values, errors=errors)
         _several_keys(values, errors)
-        secrets.remember_config(values)  # resolved secrets are scrubbed from errors and logs from now on
     config = None
     try:
         config = RunConfig.model_validate(values)

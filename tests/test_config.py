@@ -278,11 +278,13 @@ def test_shipped_replay_config_runs_from_any_directory(tmp_path, monkeypatch):
 
 def test_swe_agent_env_deployment_and_model_forms(tmp_path, monkeypatch):
     monkeypatch.setenv("OEC_TEST_KEY", "sk-one:::sk-two")
-    data = {"env": {"deployment": {"type": "docker", "image": "swesmith.x86_64.repo.abc", "remove_container": True},
+    data = {"env": {"deployment": {"image": "swesmith.x86_64.repo.abc", "remove_container": True, "python_standalone_dir": ""},
                     "post_startup_commands": ["pip install -e ."]},
-            "agent": {"model": {"name": "replay", "replay_path": "r.jsonl"}}}
-    env = load_config([write(tmp_path, "ok.yaml", data)]).env
+            "agent": {"model": {"name": "replay", "replay_path": "r.jsonl"}, "tools": {"env_variables": {"WINDOW": 100, "PAGER": "cat"}}}}
+    config = load_config([write(tmp_path, "ok.yaml", data)])
+    env = config.env  # a deployment without a type is SWE-agent's default, docker
     assert (env.type, env.image_name, env.startup_commands) == ("docker", "swesmith.x86_64.repo.abc", ["pip install -e ."])
+    assert config.agent.tools.env_variables == {"WINDOW": "100", "PAGER": "cat"}  # exported as str(value), as SWE-agent does
     data["env"]["deployment"] = {"type": "modal", "docker_args": ["--privileged"], "gpus": 1}
     data["env"]["repo"] = {"github_url": "https://github.com/x/y"}
     data["agent"]["model"] = {"name": "switching", "switching_criteria": {"type": "step_count", "threshold": 1},
@@ -296,3 +298,12 @@ def test_swe_agent_env_deployment_and_model_forms(tmp_path, monkeypatch):
                  "agent.model.models.0.name: SWE-agent's `human` model is not supported",
                  "agent.model.models.1.api_key: several keys joined by ':::'"):
         assert part in message, part
+
+
+def test_long_values_in_errors_are_cut(tmp_path):
+    data = {"agent": {"model": {"name": "replay", "replay_path": "r.jsonl"},
+                      "templates": {"strategy_template": "Think step by step. " * 50}}}
+    with pytest.raises(UserError) as err:
+        load_config([write(tmp_path, "c.yaml", data)])
+    assert "agent.templates.strategy_template: a strategy template is not supported (got 'Think step" in str(err.value)
+    assert len(str(err.value)) < 200
