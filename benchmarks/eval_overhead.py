@@ -90,7 +90,9 @@ def main() -> None:
             eval1.append(run_eval(instances, preds, work / "logs", f"w1_{r}", 1))
             eval2.append(run_eval(instances, preds, work / "logs", f"w2_{r}", 2))
         d, e1, e2 = min(direct), min(eval1), min(eval2)
-        print(f"instances: {args.n}, best of {args.repeats}, {os.cpu_count()} CPUs")
+        env = EvalOptions(run_id="x").env_config()
+        print(f"instances: {args.n}, best of {args.repeats}, {os.cpu_count()} CPUs; runtime {env.type}, sandbox "
+              f"{env.sandbox}, max_processes {env.max_processes}, memory_limit {env.memory_limit}")
         print(f"direct tests      {d:7.2f} s  ({d / args.n:.2f} s/instance)")
         print(f"eval, 1 worker    {e1:7.2f} s  ({e1 / args.n:.2f} s/instance)")
         print(f"eval, 2 workers   {e2:7.2f} s")

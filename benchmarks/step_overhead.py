@@ -25,7 +25,7 @@ from sweagent_oec.env import make_runtime
 from sweagent_oec.tasks.bundled import materialize_tinycalc
 
 
-def agent_step_times(steps: int, workdir: Path) -> list[float]:
+def agent_step_times(steps: int, workdir: Path) -> tuple[list[float], dict]:
     replay = workdir / "echo.jsonl"
     replay.write_text("".join(json.dumps({"thought": "check", "action": "echo hi"}) + "\n" for _ in range(steps)))
     config = build_config({"agent": {"model": {"name": "replay", "replay_path": str(replay)}}})
@@ -40,7 +40,7 @@ def agent_step_times(steps: int, workdir: Path) -> list[float]:
             started = time.perf_counter()
             agent.step()
             times.append(time.perf_counter() - started)
-        return times
+        return times, runtime.info.as_dict()
     finally:
         runtime.close()
 
@@ -68,9 +68,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        steps = agent_step_times(args.steps, Path(tmp))
+        steps, info = agent_step_times(args.steps, Path(tmp))
     baseline = statistics.median(asyncio.run(swerex_times(50)))
     early, late = statistics.median(steps[2:12]), statistics.median(steps[70:80] or steps[-10:])
+    print(f"runtime: {info['type']}, sandbox {info['sandbox']}, limits {info['limits']}")
     print(f"swe-rex session round trip (echo hi): {baseline * 1e3:8.2f} ms median (baseline)")
     print(f"agent step, steps 2-11:               {early * 1e3:8.2f} ms median  ratio {early / baseline:.3f}x")
     print(f"agent step, steps 70-79:              {late * 1e3:8.2f} ms median  ratio {late / baseline:.3f}x")

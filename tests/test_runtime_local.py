@@ -123,6 +123,8 @@ def test_without_bwrap_the_runtime_refuses_to_start_unless_none_is_chosen(starte
 
 def test_limits_are_in_force_unconfined_too(started):
     rt = started(EnvConfig(sandbox="none", max_processes=50))
+    if rt.cgroup is None:
+        pytest.skip(f"no writable cgroup here (uid {os.getuid()}): the limits are {rt.info.limits}")
     assert rt.info.as_dict()["limits"]["max_processes"] == 50 and rt.info.limits["mechanism"].startswith("cgroup")
     forks = ("import os, time\nmade = refused = 0\nfor _ in range(80):\n    try:\n        pid = os.fork()\n"
              "    except OSError:\n        refused += 1\n        continue\n    if pid == 0:\n        time.sleep(2)\n"
