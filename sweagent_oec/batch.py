@@ -26,6 +26,7 @@ from sweagent_oec.data.trajectory import (
     TrajectoryFormatError,
     TrajectoryWriter,
     load_trajectory,
+    recover_trajectory,
     trajectory_path,
 )
 from sweagent_oec.errors import UserError
@@ -162,6 +163,7 @@ class BatchRun:
 
     @staticmethod
     def _finished(path: Path) -> dict | None:
+        recover_trajectory(path)  # a run killed mid-way: its .traj assembled from the step log (then redone)
         if not path.exists():
             return None
         try:

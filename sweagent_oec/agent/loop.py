@@ -2,7 +2,8 @@
 
 With a switching model the student answers until its schedule says the expert takes over; the
 conversation is then rebuilt in the expert's own format. Every step and assistant message
-records which role and model produced it; the `.traj` is rewritten atomically after each step.
+records which role and model produced it; each step is appended to the step log and the `.traj` is
+written when the run ends (data/trajectory.py, TrajectoryWriter).
 """
 
 from __future__ import annotations

@@ -233,24 +233,138 @@ def save_trajectory(path: Path | str, trajectory: Trajectory) -> None:
 
 
 class TrajectoryWriter:
-    """Writes a growing trajectory atomically after every step, fast at any length.
+    """Persists a growing trajectory at a per-step cost that does not grow with the run.
 
-    Steps are immutable once taken, so each is serialized once and the cached text is reused:
-    a save costs one pass over the bytes, not a re-serialization of every step's `query`.
+    During the run each `save` appends one line to the step log, `<traj>.steps.jsonl`: the new
+    steps, each `query` as its change against the previous step's query (a few messages: the new
+    turn, an observation a history processor elided), the change to `history`, and `info`; the
+    first line holds `replay_config` and `environment`. Nothing already written is rewritten, so a
+    step at turn 300 costs what one at turn 10 does.
+
+    The `.traj` (SWE-agent's layout, every step with its full `query`, what SWE-agent's tools and
+    SWE-smith's converter read) is written once, atomically, when the run ends (`info` has an
+    `exit_status`), and the log is then removed. So the `.traj` is NOT readable during a run;
+    the log is. A run killed mid-way leaves its log: `recover_trajectory` (called on resume)
+    assembles an unfinished `.traj` from its complete lines (a line torn by the kill is dropped:
+    the steps before it are kept), which resume then redoes as it always has.
+
+    Items of `steps`/`history` must not be edited in place once saved (the loop appends and
+    replaces, never edits): changes are found by identity, then equality.
     """
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self._step_texts: list[str] = []
+        self.log_path = step_log_path(self.path)
+        self._log = None
+        self._steps = 0
+        self._query: list = []
+        self._history: list = []
+        self._header: tuple = ()
 
     def save(self, steps: list[dict], history: list[dict], info: dict, replay_config: Any, environment: Any) -> None:
-        for step in steps[len(self._step_texts):]:
-            self._step_texts.append(json.dumps(step))
-        text = (
-            '{"trajectory": [' + ",\n".join(self._step_texts) + "],\n"
+        if info.get("exit_status"):
+            self.finish(steps, history, info, replay_config, environment)
+            return
+        if self._log is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "w")
+            self.path.unlink(missing_ok=True)  # an earlier run's .traj: this run redoes it
+        entry: dict = {}
+        if self._header != (id(replay_config), id(environment)):
+            entry.update(replay_config=replay_config, environment=environment)
+            self._header = (id(replay_config), id(environment))
+        new_steps = []
+        for step in steps[self._steps:]:
+            query = step.get("query") or []
+            new_steps.append({**step, "query": _delta(self._query, query)})
+            self._query = list(query)
+        self._steps = len(steps)
+        entry.update(steps=new_steps, history=_delta(self._history, history), info=info)
+        self._history = list(history)
+        self._log.write(json.dumps(entry) + "\n")
+        self._log.flush()  # in the kernel's hands: a killed process loses nothing written
+
+    def finish(self, steps: list[dict], history: list[dict], info: dict, replay_config: Any, environment: Any) -> None:
+        """The whole `.traj`, atomically; then the step log goes."""
+        atomic_write_text(self.path, _traj_text(steps, history, info, replay_config, environment))
+        self.close()
+        self.log_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def step_log_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".steps.jsonl")
+
+
+def _traj_text(steps: list[dict], history: list[dict], info: dict, replay_config: Any, environment: Any) -> str:
+    return ('{"trajectory": [' + ",\n".join(json.dumps(step) for step in steps) + "],\n"
             '"history": ' + json.dumps(history) + ",\n"
             '"info": ' + json.dumps(info) + ",\n"
             '"replay_config": ' + json.dumps(replay_config) + ",\n"
-            '"environment": ' + json.dumps(environment) + "}\n"
-        )
-        atomic_write_text(self.path, text)
+            '"environment": ' + json.dumps(environment) + "}\n")
+
+
+def _delta(old: list, new: list) -> dict:
+    """`new` as a change of `old`: keep the first `keep` items, replace some, append the rest."""
+    keep = min(len(old), len(new))
+    changed = [[i, new[i]] for i in range(keep) if old[i] is not new[i] and old[i] != new[i]]
+    return {"keep": keep, "set": changed, "add": new[keep:]}
+
+
+def _apply(old: list, delta: dict) -> list:
+    new = old[:delta["keep"]]
+    for i, item in delta["set"]:
+        new[i] = item
+    return new + delta["add"]
+
+
+def read_step_log(path: Path | str) -> dict | None:
+    """The trajectory a step log holds (its complete lines), or None if it has none."""
+    data: dict = {"trajectory": [], "history": [], "info": {}, "replay_config": None, "environment": None}
+    query: list = []
+    lines = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # torn by a kill mid-write
+            try:
+                entry = json.loads(line)
+                for step in entry.get("steps", []):
+                    query = _apply(query, step["query"])
+                    data["trajectory"].append({**step, "query": query})
+                data["history"] = _apply(data["history"], entry["history"])
+            except (ValueError, KeyError, TypeError, IndexError):
+                break
+            data["info"] = entry.get("info", data["info"])
+            for key in ("replay_config", "environment"):
+                if key in entry:
+                    data[key] = entry[key]
+            lines += 1
+    return data if lines else None
+
+
+def recover_trajectory(path: Path | str) -> bool:
+    """Resume's first look at a trajectory: a run killed mid-way left a step log and no `.traj`;
+    assemble the `.traj` from the log (unfinished: no exit status, `info.interrupted` says so) and
+    remove the log. A log beside a `.traj` is stale (the run finished after it): removed.
+    Returns whether a `.traj` was assembled."""
+    path = Path(path)
+    log = step_log_path(path)
+    if not log.exists():
+        return False
+    if path.exists():
+        log.unlink(missing_ok=True)
+        return False
+    data = read_step_log(log)
+    if data is not None:
+        data["info"] = {**data["info"], "exit_status": None,
+                        "interrupted": f"the run stopped after step {len(data['trajectory'])}; assembled from its step log"}
+        atomic_write_text(path, _traj_text(data["trajectory"], data["history"], data["info"], data["replay_config"],
+                                           data["environment"]))
+    log.unlink(missing_ok=True)
+    return data is not None
