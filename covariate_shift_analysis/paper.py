@@ -32,7 +32,7 @@ COLUMNS = ("metric", "set", "reference", "x", "message", "n", "estimate", "ci_lo
 VIEWS = ("median", "median_plus_sd", "full")
 #: Rollouts each side needs at a message index for an instance to count there.
 MIN_REFERENCE_ROLLOUTS, MIN_COMPARED_ROLLOUTS = 2, 1
-METRIC_FUNCTIONS = {"frechet": divergence.frechet_distance, "kl": divergence.gaussian_kl}
+METRIC_FUNCTIONS = {"frechet": divergence.frechet_gaussians, "kl": divergence.kl_gaussians}
 
 
 def floor_label(reference: str) -> str:
@@ -86,9 +86,13 @@ def compare_at(ref_blocks: list[np.ndarray], others: dict[str, list[np.ndarray |
                 continue
             x = np.stack([blocks[k][chosen[k]] for k in keep])
             y = np.stack([ref_blocks[k][picks["ref"][k]] for k in keep])
+            try:
+                fits = divergence.fitted_pair(x, y, eps)  # once for both metrics
+            except (ValueError, np.linalg.LinAlgError):
+                fits = None
             for name in metrics:
                 try:
-                    out[f"{label}\0{name}"] = METRIC_FUNCTIONS[name](x, y, eps)
+                    out[f"{label}\0{name}"] = METRIC_FUNCTIONS[name](*fits[0], *fits[1]) if fits else math.nan
                 except (ValueError, np.linalg.LinAlgError):
                     out[f"{label}\0{name}"] = math.nan
         return out
