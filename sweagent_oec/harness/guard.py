@@ -15,9 +15,10 @@ copied into the environment and started as
   any code of the repository runs; then it runs pytest in a child process
   with this file's plugin. The plugin sends one JSON record per event over a private pipe. The
   child's output is relayed to the parent's stdout (the test log).
-- The plugin snapshots pytest's and pluggy's code (every function, class attribute and module
-  binding), builtins, the import machinery and the tracing hooks after start-up, and compares
-  after collection and after every test; it watches each test's call itself (what `runtest`
+- The plugin snapshots pytest's and pluggy's code (every callable binding of their modules and
+  classes, and the functions' code objects), builtins and the tracing hooks after start-up, and
+  compares after collection and after every test (~3 ms); an import hook from a changed file is
+  flagged; it watches each test's call itself (what `runtest`
   raised) and compares that with the report pytest makes; pytest.skip/xfail/exit raised from a
   file the patch changed is flagged; each test function's code object is checked before it runs.
 - At the end the parent prints ONE line: `@@OEC-GUARD@@ <NONCE> <json verdict>`. Code under test
@@ -209,37 +210,58 @@ def _import_runner():
     return {name: getattr(sys.modules.get(name), "__file__", None) for name in ("pytest", "_pytest", "pluggy")}
 
 
-def _walk(obj, key, out, depth=0):
-    """Identity of everything reachable as module attributes and class attributes (one level)."""
-    if callable(obj) and hasattr(obj, "__code__"):
-        out[key] = (id(obj), id(obj.__code__), id(getattr(obj, "__defaults__", None)))
-    elif isinstance(obj, type) and depth == 0:
-        out[key] = (id(obj),)
-        for name, value in list(vars(obj).items()):
-            inner = getattr(value, "__func__", value)
-            if isinstance(inner, property):
-                inner = inner.fget
-            _walk(inner, key + "." + name, out, depth + 1)
-    elif callable(obj):
-        out[key] = (id(obj),)
+def _binds_code(value):
+    return callable(value) or isinstance(value, property) or hasattr(value, "__func__")
 
 
-def _snapshot(module_names):
-    out = {}
-    for name in module_names:
-        module = sys.modules.get(name)
-        if module is None:
-            continue
-        out["sys.modules:" + name] = (id(module),)
-        for attr, value in list(vars(module).items()):
-            if attr.startswith("__") and attr.endswith("__") and not callable(value):
+def _watched(value):
+    """What a binding holds that matters: the function (and its code) behind methods and properties."""
+    inner = getattr(value, "__func__", value)
+    if isinstance(inner, property):
+        inner = inner.fget
+    return inner, getattr(inner, "__code__", None)
+
+
+class Snapshot(object):
+    """Every callable binding of the runner's modules and of their classes, held by reference.
+
+    `changes()` compares in one pass (about a millisecond for pytest + pluggy + builtins): a binding
+    rebound, a function's code replaced, or a callable binding added to a watched namespace.
+    """
+
+    def __init__(self, module_names):
+        self.entries = []  # (label, namespace, key, value, function, code)
+        self.spaces = []  # (label, namespace, size)
+        for name in module_names:
+            module = sys.modules.get(name)
+            if module is None:
                 continue
-            defined_here = getattr(value, "__module__", name) == name or not isinstance(value, type)
-            if isinstance(value, type) and not defined_here:
-                out[name + ":" + attr] = (id(value),)
-            else:
-                _walk(value, name + ":" + attr, out)
-    return out
+            self.entries.append(("sys.modules:" + name, sys.modules, name, module, None, None))
+            self._space(name + ":", vars(module))
+            for attr, value in list(vars(module).items()):
+                if isinstance(value, type) and getattr(value, "__module__", None) == name:
+                    self._space(name + ":" + attr + ".", vars(value))
+
+    def _space(self, prefix, namespace):
+        self.spaces.append((prefix, namespace, len(namespace)))
+        for key, value in list(namespace.items()):
+            if _binds_code(value):
+                inner, code = _watched(value)
+                self.entries.append((prefix + key, namespace, key, value, inner, code))
+
+    def changes(self):
+        changed = []
+        missing = object()
+        for label, namespace, key, value, inner, code in self.entries:
+            current = namespace.get(key, missing)
+            if current is not value or (code is not None and getattr(inner, "__code__", None) is not code):
+                changed.append(label)
+        for prefix, namespace, size in self.spaces:
+            if len(namespace) != size:  # something was added (or removed): was it code?
+                watched = set(e[2] for e in self.entries if e[1] is namespace)
+                changed.extend(prefix + key + " (added)" for key, value in list(namespace.items())
+                               if key not in watched and _binds_code(value))
+        return changed
 
 
 class GuardPlugin(object):
@@ -268,12 +290,9 @@ class GuardPlugin(object):
 
     # -- integrity
 
-    def _state(self):
-        state = _snapshot(self.modules)
-        state["sys.gettrace"] = (id(sys.gettrace()),)
-        state["sys.getprofile"] = (id(sys.getprofile()),)
-        state["threading._trace_hook"] = (id(getattr(threading, "_trace_hook", None)),)
-        return state
+    def _hooks(self):
+        return (sys.gettrace(), sys.getprofile(), getattr(threading, "_trace_hook", None),
+                getattr(threading, "_profile_hook", None))
 
     def _new_finders(self):
         found = []
@@ -289,9 +308,10 @@ class GuardPlugin(object):
     def check(self, where):
         if self.baseline is None:
             return
-        state = self._state()
-        changed = sorted(k for k in set(self.baseline) | set(state) if self.baseline.get(k) != state.get(k) and k not in MUTABLE)
-        fresh = [k for k in changed if k not in self.flagged]
+        changed = self.baseline.changes()
+        if self._hooks() != self.hooks:
+            changed.append("sys.settrace/setprofile")
+        fresh = [k for k in changed if k not in MUTABLE and k not in self.flagged]
         if fresh:
             self.flagged.update(fresh)
             self.tamper("the test runner was modified at run time (%s): %s" % (where, ", ".join(fresh[:5])))
@@ -302,7 +322,8 @@ class GuardPlugin(object):
         names = [n for n in sys.modules if n.split(".")[0] in ("pytest", "_pytest", "pluggy")]
         self.modules = sorted(set(names + ["builtins", "__main__"]))
         self.finders = set(id(f) for f in list(sys.meta_path) + list(sys.path_hooks))
-        self.baseline = self._state()
+        self.baseline = Snapshot(self.modules)
+        self.hooks = self._hooks()
         if session.config.pluginmanager.has_plugin("dsession"):
             self.send({"k": "distributed"})
 
@@ -356,7 +377,7 @@ class GuardPlugin(object):
                 self.tamper("%s raised %s but its report says passed" % (report.nodeid, raised))
             if raised is None and report.outcome != "passed" and not wasxfail:
                 self.tamper("%s raised nothing but its report says %s" % (report.nodeid, report.outcome))
-        if report.when in ("call", "teardown"):
+        if report.when == "teardown":  # ~3 ms for pytest + pluggy + builtins
             self.check("after " + report.nodeid)
 
     def pytest_collectreport(self, report):
