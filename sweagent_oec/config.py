@@ -792,6 +792,7 @@ def build_config(data: dict, resolve_env: bool = True) -> RunConfig:
     if resolve_env:
         values = resolve_env_refs(values, errors=errors)
         _several_keys(values, errors)
+        secrets.remember_config(values)  # resolved secrets are scrubbed from errors and logs from now on
     config = None
     try:
         config = RunConfig.model_validate(values)
