@@ -64,6 +64,15 @@ def test_written_back_and_read_again_keeps_the_meaning(tmp_path):
     assert all(i.patch == "" and i.gold_patch for i in again)
 
 
+def test_a_row_with_two_different_fixes_is_refused(tmp_path):
+    row = {**raw_rows()[1], "gold_patch": raw_rows()[0]["patch"]}
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=r"rows.jsonl:1: instance 'pallets__flask-5014'.*both `gold_patch` and a different `patch`"):
+        load_instances(tmp_path / "rows.jsonl")
+    same = Instance.model_validate({**raw_rows()[1], "gold_patch": raw_rows()[1]["patch"]})
+    assert same.patch == "" and same.gold_patch == raw_rows()[1]["patch"]
+
+
 def test_numeric_version_still_marks_a_swebench_row():
     row = {**raw_rows()[1], "version": 2.3}
     instance = Instance.model_validate(row)
@@ -119,6 +128,8 @@ def test_split_defaults_and_files_have_none(tmp_path):
     assert default_split("princeton-nlp/SWE-bench_Verified") == "test"
     assert default_split("SWE-bench/SWE-bench_Lite") == "test"
     assert default_split("SWE-bench/SWE-bench") == "test"
+    assert default_split("princeton-nlp/SWE-bench_Lite_bm25_13K") == "test"
+    assert default_split("SWE-bench/SWE-bench_Multilingual") == "test"
     assert default_split("SWE-bench/SWE-smith") == "train"
     with pytest.raises(UserError, match="has no splits; drop --split test"):
         load_instances(VERIFIED, split="test")

@@ -143,8 +143,15 @@ class Instance(BaseModel):
     def _swebench_row(cls, data: Any) -> Any:
         # SWE-bench's `patch` is the gold fix: moved to `gold_patch`, so nothing reads it as a bug
         # to inject. Idempotent: a row written back by write_instances_jsonl keeps its meaning.
-        if isinstance(data, dict) and is_swebench_row(data) and "gold_patch" not in data:
-            data = {**data, "gold_patch": data.get("patch") or "", "patch": ""}
+        if isinstance(data, dict) and is_swebench_row(data):
+            if "gold_patch" not in data:
+                data = {**data, "gold_patch": data.get("patch") or "", "patch": ""}
+            elif (data.get("patch") or "").strip() and data.get("patch") != data.get("gold_patch"):
+                # Which one is the fix? Never guess: the wrong guess injects the fix's reverse as a bug.
+                raise ValueError("a SWE-bench row (test_patch, version) with both `gold_patch` and a different `patch`; "
+                                 "keep SWE-bench's fix in `patch` only")
+            else:
+                data = {**data, "patch": ""}
             if not data.get("image_name") and data.get("instance_id"):
                 data["image_name"] = swebench_image_name(str(data["instance_id"]))
         return data
@@ -227,7 +234,7 @@ def _rows_from_dataset(dataset: Any, where: str, split: str | None) -> list[Inst
 
 
 #: Hub datasets of the SWE-bench family publish `test` (and `dev`) splits, no `train`.
-_SWEBENCH_HUB = re.compile(r"^(SWE-bench|princeton-nlp)/SWE-bench(_Lite|_Verified|_Multimodal)?$", re.I)
+_SWEBENCH_HUB = re.compile(r"^(SWE-bench|princeton-nlp)/SWE-bench([_-][\w.-]+)?$", re.I)
 
 
 def default_split(source: str | Path) -> str:
