@@ -68,7 +68,11 @@ def test_shipped_configs_load(monkeypatch):
         monkeypatch.setenv(name, "test")
     configs = sorted(Path(__file__).parent.parent.joinpath("config").glob("*.yaml"))
     for path in configs:
-        load_config([path])
+        model = load_config([path]).agent.model
+        for sub in model.models or [model]:  # the files they name exist, wherever the command runs
+            for key in ("replay_path", "grammar_file", "litellm_model_registry"):
+                if getattr(sub, key):
+                    assert Path(getattr(sub, key)).is_file(), (path.name, key)
 
 
 # ---------------------------------------------------------------- SWE-agent's config forms

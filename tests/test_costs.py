@@ -103,6 +103,13 @@ def test_litellm_model_registry_file_prices_a_model_relative_to_the_config(tmp_p
     (tmp_path / "conf/prices.json").write_text("{not json")
     with pytest.raises(UserError, match="litellm_model_registry .* is not JSON"):
         price_for(model)
+    for entry in ({"input_cost_per_token": -1e-6, "output_cost_per_token": 0}, {"input_cost_per_token": "cheap", "output_cost_per_token": 0}):
+        (tmp_path / "conf/prices.json").write_text(json.dumps({"my-org/coder": entry}))
+        with pytest.raises(UserError, match="must be non-negative numbers"):
+            price_for(model)
+    (tmp_path / "conf/prices.json").write_text(json.dumps({"my-org/coder": {"max_tokens": 10}}))
+    with pytest.raises(UserError, match="needs input_cost_per_token and output_cost_per_token"):
+        price_for(model)
 
 
 def _write(tmp_path, data, name):

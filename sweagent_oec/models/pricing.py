@@ -142,7 +142,11 @@ def registry_price(path: str, name: str) -> Price | None:
         raise UserError(f"litellm_model_registry {path} must map model names to litellm price entries")
     for candidate in _names(name):
         if candidate in registry:
-            price = _from_litellm_entry(registry[candidate])
+            try:
+                price = _from_litellm_entry(registry[candidate])
+            except (TypeError, ValueError):
+                raise UserError(f"litellm_model_registry {path}: the prices of {candidate} must be "
+                                "non-negative numbers (dollars per token)") from None
             if price is None:
                 raise UserError(f"litellm_model_registry {path}: the entry for {candidate} needs "
                                 "input_cost_per_token and output_cost_per_token")
