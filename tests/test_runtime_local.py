@@ -95,6 +95,15 @@ def test_host_side_writes_cannot_escape_through_symlinks(started):
     with pytest.raises(PermissionError):
         rt.write_file("/etc/oec_probe", "x")
     assert not Path(target).exists()
+    # Reads too: the host's files are not the harness's to hand back through a link the agent made.
+    rt.run(f"ln -s {Path.home()} home_link && ln -s /etc/hostname etc_link", timeout=10)
+    for link in ("home_link/.bashrc", "etc_link"):
+        with pytest.raises(PermissionError):
+            rt.read_file(f"/testbed/{link}")
+    for hidden in (f"{Path.home()}/.bashrc", "/etc/shadow"):
+        with pytest.raises(PermissionError, match="not visible in the sandbox"):
+            rt.read_file(hidden)
+    assert rt.read_file("/etc/hostname") == Path("/etc/hostname").read_text()  # what the sandbox shows
     rt.write_file("relative.txt", "relative to the workdir")
     assert rt.run("cat /testbed/relative.txt", timeout=10).output == "relative to the workdir"
 

@@ -594,13 +594,17 @@ class LocalRuntime(MarkerSession):
         for prefix, host in self._mounts:
             if agent_path == prefix or agent_path.startswith(prefix + "/"):
                 target = Path(str(host) + agent_path[len(prefix):])
-                # A symlink the agent made must not lead a host-side write out of the sandbox.
-                if writing and not os.path.realpath(target).startswith(str(self._root) + "/"):
+                # A symlink the agent made must not lead a host-side read or write out of the sandbox.
+                if not os.path.realpath(target).startswith(str(self._root) + "/"):
                     raise PermissionError(f"{path} resolves outside the sandbox's private folders")
                 return target
         if self._bwrap and writing:
             raise PermissionError(f"{path} is outside the sandbox's writable folders ({SANDBOX_WORKDIR}, /tmp)")
-        # Unconfined, or a read of the rest of the sandbox's filesystem: that is the host's, read-only.
+        real = os.path.realpath(agent_path)
+        if self._bwrap and (real.strip("/").split("/")[0] not in SYSTEM_DIRS or real in MASKED_FILES
+                            or any(real.startswith(folder + "/") for folder in MASKED_DIRS)):
+            raise PermissionError(f"{path} is not visible in the sandbox")
+        # Unconfined, or a read of the system's folders the sandbox shows read-only: the host's own.
         return Path(agent_path)
 
     def write_file(self, path: str, content: str) -> None:
