@@ -311,3 +311,32 @@ def test_read_verdict_takes_only_the_nonce_line() -> None:
     assert forged == ["a line in the test output imitates the guard's verdict"]
     assert f"{GUARD_TAG} n0nce" not in kept and "t::a FAILED" in kept
     assert read_verdict("nothing\n", "n0nce")[0] is None
+
+
+@pytest.mark.docker
+def test_the_guard_holds_in_a_swesmith_container(task: Instance, tmp_path: Path) -> None:
+    """The same guard on the docker runtime (a SWE-smith-layout image, its own pytest): a report-forging
+    patch and an early exit are not resolved under either policy; the honest fix is."""
+    from sweagent_oec.env.runtime import EnvConfig
+    from tests.docker_engine import TEST_REPO, docker_env_config
+
+    env = EnvConfig(type="docker", env_variables={"PYTHONPATH": "/testbed"}, **docker_env_config())
+    image_task = task.model_copy(update={"repo": TEST_REPO, "local": None})
+    patches = {"forges": make_patch(task, tmp_path, lambda r: _prepend(r, "calc.py", FORGE_REPORTS)),
+               "exits": make_patch(task, tmp_path, lambda r: _prepend(r, "calc.py", EXIT_EARLY)),
+               "fix": make_patch(task, tmp_path, fix)}
+    for policy in ("strict", "swesmith"):
+        for name, patch in patches.items():
+            run = f"{policy}-{name}"
+            evaluate([image_task], {task.instance_id: Prediction(instance_id=task.instance_id, model_patch=patch)},
+                     opts(tmp_path, run_id=run, policy=policy, env=env))
+            report = _report(tmp_path, task.instance_id, run)
+            log = (tmp_path / "logs" / run / task.instance_id / "test_output.txt").read_text()
+            assert "test guard:" in log, log
+            if name == "fix":
+                assert report["resolved"], log
+            else:
+                assert not report["resolved"] and report["unresolved_reason"].startswith(
+                    "suspected_test_tampering" if name == "forges" else "incomplete_test_run"), report
+        if policy == "swesmith":  # SWE-smith's command: no -rA, the F2P file only
+            assert "+ pytest --disable-warnings --color=no --tb=no --verbose tests/test_calc.py\n" in log
