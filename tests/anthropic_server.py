@@ -2,7 +2,8 @@
 
 It checks each request the way the real API does and answers a malformed one with HTTP 400 and
 Anthropic's error shape (recorded in `server.invalid`): the `x-api-key` and `anthropic-version`
-headers; `max_tokens` present and positive; `messages` non-empty, starting with `user`, roles
+headers; no body fields the API does not have; `max_tokens` present and positive; temperature and
+top_p within [0, 1]; `messages` non-empty, starting with `user`, roles
 alternating user/assistant; text blocks non-empty (not just whitespace); `tool_use` only in
 assistant turns and every one answered by a `tool_result` at the start of the next user turn, every
 `tool_result` answering a `tool_use` of the turn before; `tool_use`/`tool_result` only when `tools`
@@ -31,6 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 MAX_BREAKPOINTS = 4
+#: The request body's fields (Messages API); anything else is refused, as the API does.
+REQUEST_FIELDS = {"model", "messages", "max_tokens", "system", "tools", "tool_choice", "temperature", "top_p", "top_k",
+                  "stop_sequences", "stream", "metadata", "thinking", "service_tier"}
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -101,8 +105,21 @@ def validate_request(request: dict, headers: dict) -> None:
         raise InvalidRequest("x-api-key header is required")
     if not headers.get("anthropic-version"):
         raise InvalidRequest("anthropic-version: header is required")
+    extra = sorted(set(request) - REQUEST_FIELDS)
+    if extra:
+        raise InvalidRequest(f"{extra[0]}: Extra inputs are not permitted")
     if not isinstance(request.get("model"), str) or not request["model"]:
         raise InvalidRequest("model: field required")
+    for key in ("temperature", "top_p"):
+        value = request.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or not 0 <= value <= 1):
+            raise InvalidRequest(f"{key}: Input should be less than or equal to 1 and at least 0 (got {value!r})")
+    if "stop_sequences" in request and (not isinstance(request["stop_sequences"], list)
+                                        or not all(isinstance(x, str) and x.strip() for x in request["stop_sequences"])):
+        raise InvalidRequest("stop_sequences: each stop sequence must contain non-whitespace")
+    choice = request.get("tool_choice")
+    if choice is not None and (not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none")):
+        raise InvalidRequest("tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'")
     max_tokens = request.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: field required (a positive integer)")

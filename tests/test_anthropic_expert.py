@@ -51,6 +51,8 @@ def _breaks(request):
     (lambda r: r["tools"][0].__setitem__("input_schema", {"type": "object", "properties": {"x": {"type": "strin"}}}), "JSON schema is invalid"),
     (lambda r: r["tools"][0].__setitem__("name", "bad name"), "should match pattern"),
     (lambda r: r["messages"].__setitem__(0, {"role": "system", "content": "x"}), "'user' or 'assistant'"),
+    (lambda r: r.__setitem__("extra_body", {}), "Extra inputs are not permitted"),
+    (lambda r: r.__setitem__("temperature", 1.5), "temperature"),
 ])
 def test_the_server_refuses_what_the_api_refuses(spoil, message):
     validate_request(_ok_request(), HEADERS)
