@@ -96,8 +96,12 @@ def categorize_command(
     if protocol not in ("default", "paper"):
         raise UserError(f"--protocol {protocol!r}: use default or paper")
     if protocol == "paper":
+        d = InputConfig()  # the default protocol's sizes; the paper's are fixed
+        sizes = (("--last-actions", last_actions, d.last_actions), ("--max-observation-chars", max_observation_chars, d.max_observation_chars),
+                 ("--max-problem-chars", max_problem_chars, d.max_problem_chars), ("--max-patch-chars", max_patch_chars, d.max_patch_chars))
         clash = [name for name, given in (("--submitted", submitted), ("--prerules-only", prerules_only),
-                                          ("--response-format", response_format not in (None, "none"))) if given]
+                                          ("--response-format", response_format not in (None, "none")),
+                                          *((name, value != default) for name, value, default in sizes)) if given]
         if clash:
             raise UserError(f"{clash[0]} is not part of the paper protocol (a free-text failure category, no pre-rules); "
                             "drop it or use --protocol default")

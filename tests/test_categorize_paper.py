@@ -187,7 +187,7 @@ def test_several_trajectories_per_instance_are_all_categorized(tmp_path):
 def test_paper_protocol_refuses_what_it_does_not_do(tmp_path):
     save_trajectory(trajectory_path(tmp_path / "t", "a__b.c"), long_traj(3))
     for extra, option in ((["--submitted"], "--submitted"), (["--prerules-only"], "--prerules-only"),
-                          (["--response-format", "json_schema"], "--response-format")):
+                          (["--response-format", "json_schema"], "--response-format"), (["--last-actions", "30"], "--last-actions")):
         proc = subprocess.run([str(CLI), "categorize", str(tmp_path / "t"), "--all", "-o", str(tmp_path / "o"), "--protocol", "paper",
                                "--judge-model", "openai/x", *extra], capture_output=True, text=True)
         assert proc.returncode != 0 and f"{option} is not part of the paper protocol" in proc.stderr, proc.stderr
