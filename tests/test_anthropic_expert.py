@@ -73,7 +73,8 @@ def test_the_server_wants_the_api_headers():
 
 
 # Written for this test in SWE-agent's schema (bundle mappings, registry variables, review on
-# submit, the fork's switching keys); the student is a replay, its path relative to this file.
+# submit, the fork's switching keys); the student is a replay in the paper's XML style, its path
+# relative to this file; at the switch its turns are re-rendered as tool_use / tool_result pairs.
 CONFIG = """
 agent:
   templates:
@@ -98,6 +99,13 @@ agent:
     models:
       - name: replay
         replay_path: student.jsonl
+        tools:
+          bundles: [tools/registry, tools/edit_anthropic, tools/submit]
+          parse_function:
+            type: xml_function_calling
+        history_processors:
+          - type: last_n_observations
+            n: 1
       - name: anthropic/claude-3-7-sonnet-20250219
         api_base: $OEC_TEST_ANTHROPIC_BASE
         api_key: $OEC_TEST_ANTHROPIC_KEY
@@ -156,6 +164,10 @@ def test_switching_run_with_a_claude_expert_costs_the_shipped_price(tmp_path, mo
     # Every request is one the real API takes: the paper's output cap, tools, cache marks.
     assert {r["max_tokens"] for r in server.requests} == {64000}
     assert {t["name"] for t in server.requests[0]["tools"]} == {"bash", "str_replace_editor", "submit"}
+    first = server.requests[0]["messages"]  # the student's 2 XML turns, as the API's tool_use/tool_result pairs
+    uses = [b for m in first if m["role"] == "assistant" for b in m["content"] if b["type"] == "tool_use"]
+    assert [u["input"]["command"] for u in uses] == [s["action"] for s in STUDENT]
+    assert "<function=" not in json.dumps(first)
     stats = traj.info.oec.model_stats["expert"]
     usages = [Usage(input_tokens=u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"],
                     output_tokens=u["output_tokens"], cache_read_tokens=u["cache_read_input_tokens"],
