@@ -73,7 +73,13 @@ case "$STAGE" in all|generate|eval) ;; *) die "STAGE must be all, generate or ev
 # shellcheck disable=SC2206
 serve_cmd=($VLLM "$CHECKPOINT" --served-model-name "$SERVED_NAME" --host "$HOST" --port "$PORT" $VLLM_ARGS)
 server_pid=""
-stop_server() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; true; }
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true  # its status is the signal's: not this script's
+    server_pid=""
+  fi
+}
 if [ "$STAGE" != eval ]; then
   echo "[eval_student] serve the student with:" >&2
   echo "  $(printf '%q ' "${serve_cmd[@]}")" >&2

@@ -259,3 +259,30 @@ def test_ungraded_instances_are_recorded_with_their_reason(swebench_task, docker
     slow = tmp_path / "errors" / "pallets__flask-90004" / "test_output.txt"
     assert slow.read_text().endswith("Timeout error: 5 seconds exceeded.")
     assert "version '0.1' is not in swebench's specs" in aggregate["errors"]["pallets__flask-90003"]
+
+
+@pytest.mark.slow  # ~30 s: a run-batch
+def test_eval_student_script_starts_and_stops_the_server(swebench_task, docker_host, tmp_path):  # noqa: F811
+    """SERVE=start: the vLLM command runs in the background until the run is over, then is stopped.
+    (The stand-in for vLLM records its arguments and waits; the test's loopback server answers.)"""
+    from tests.openai_server import OpenAIServer, Reply
+
+    rows = tmp_path / "instances.jsonl"
+    rows.write_text(json.dumps(swebench_task) + "\n")
+    fake = tmp_path / "fake_vllm.py"
+    fake.write_text("import json, os, sys, time\n"
+                    f"open({str(tmp_path / 'vllm.json')!r}, 'w').write(json.dumps({{'pid': os.getpid(), 'argv': sys.argv[1:]}}))\n"
+                    "time.sleep(600)\n")
+    with OpenAIServer([Reply(content="Nothing to do.\n<function=submit></function>")]) as server:
+        env = {**os.environ, "INSTANCES": str(rows), "STUDENT_API_BASE": server.url, "DOCKER_HOST": docker_host,
+               "OUTPUT_DIR": str(tmp_path / "traj"), "WORKERS": "1", "SERVE": "start", "STAGE": "generate",
+               "VLLM": f"{sys.executable} {fake}", "VLLM_ARGS": "--max-model-len 4096", "PORT": "8123"}
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "eval_student.sh"), "/models/ckpt-7"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    started = json.loads((tmp_path / "vllm.json").read_text())
+    assert started["argv"] == ["/models/ckpt-7", "--served-model-name", "ckpt-7", "--host", "127.0.0.1", "--port", "8123",
+                               "--max-model-len", "4096"]
+    assert not Path(f"/proc/{started['pid']}").exists() or "zombie" in Path(f"/proc/{started['pid']}/status").read_text().lower()
+    assert (tmp_path / "traj" / INSTANCE_ID / f"{INSTANCE_ID}.traj").exists()
+    assert "STAGE=eval" in done.stderr and not (tmp_path / "logs").exists()  # generation only
