@@ -32,7 +32,14 @@ from sweagent_oec.data.trajectory import (
 from sweagent_oec.errors import UserError
 from sweagent_oec.exits import Interrupted
 from sweagent_oec.files import atomic_write_text
-from sweagent_oec.harness.predictions import Prediction, load_predictions, write_predictions
+from sweagent_oec.harness.predictions import (
+    Prediction,
+    load_predictions,
+    model_name_or_path,
+    pred_path,
+    write_pred,
+    write_predictions,
+)
 from sweagent_oec.models.base import BATCH_BUDGET
 from sweagent_oec.models.pricing import check_prices
 from sweagent_oec.branching import expected_branches, is_branching
@@ -65,8 +72,8 @@ def total_cost_limit(config: RunConfig) -> float:
 def model_label(config: RunConfig) -> str:
     model = config.agent.model
     if model.name == "switching":
-        return f"{model.models[0].name}->{model.models[1].name}"
-    return model.name
+        return model_name_or_path(model.models[0].name, model.models[1].name)
+    return model_name_or_path(model.name)
 
 
 @dataclass
@@ -217,6 +224,10 @@ class BatchRun:
             self.state.done += 1
         self.preds[iid] = Prediction(instance_id=iid, model_name_or_path=model_label(self.config),
                                      model_patch=info.get("submission"))
+        # `<id>.pred` beside the `.traj`, as SWE-agent writes it (its merge-preds reads these).
+        traj = trajectory_path(self.output_dir, iid)
+        if not skipped or not pred_path(traj).exists():
+            write_pred(traj, self.preds[iid])
 
     def _write_summaries(self) -> None:
         """preds.json and the exit-status summary, rewritten atomically (caller holds the lock)."""

@@ -35,6 +35,22 @@ class Prediction(BaseModel):
     model_patch: str | None
 
 
+def model_name_or_path(model: str, expert: str | None = None) -> str:
+    """The one `model_name_or_path` convention, in run-batch's preds.json and `.pred` files and in
+    merge-preds: the model's name, or `<student>+<expert>` for a switching run."""
+    return f"{model}+{expert}" if expert else model
+
+
+def pred_path(traj_path: Path | str) -> Path:
+    """`<out>/<id>/<id>.pred` beside `<id>.traj` (SWE-agent's layout; its merge-preds globs `*.pred`)."""
+    return Path(traj_path).with_suffix(".pred")
+
+
+def write_pred(traj_path: Path | str, pred: Prediction) -> None:
+    """One instance's prediction, as SWE-agent writes it beside the trajectory (atomically)."""
+    atomic_write_text(pred_path(traj_path), json.dumps(pred.model_dump()) + "\n")
+
+
 def _parse(path: Path, row: Any, where: str) -> Prediction:
     if not isinstance(row, dict):
         raise UserError(f"{path}: {where} is not a JSON object; each prediction needs instance_id and model_patch")
@@ -110,7 +126,7 @@ def _model_name(traj: Any, folder: Path) -> str:
         return explicit
     oec = info.oec
     if oec is not None and oec.student_model and oec.expert_model:
-        return f"{oec.student_model}+{oec.expert_model}"
+        return model_name_or_path(oec.student_model, oec.expert_model)
     config = traj.replay_config
     if isinstance(config, str):  # SWE-agent stores replay_config as a JSON string
         try:
