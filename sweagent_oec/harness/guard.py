@@ -85,6 +85,8 @@ def _statuses(records):
         if kind != "report":
             continue
         nodeid, when, outcome, xfail = r["id"], r["when"], r["outcome"], r.get("wasxfail")
+        if outcome not in ("passed", "failed", "skipped"):  # e.g. pytest-rerunfailures' "rerun": not final
+            continue
         if when == "call":
             if outcome == "passed":
                 put(nodeid, "XPASS" if xfail else "PASSED")
