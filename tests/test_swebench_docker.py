@@ -142,6 +142,7 @@ def test_agent_starts_at_base_commit_and_swebench_grades(swebench_task, docker_h
     assert batch.returncode == 0, batch.stdout + batch.stderr
     traj = json.loads((tmp_path / "traj" / INSTANCE_ID / f"{INSTANCE_ID}.traj").read_text())
     assert traj["info"]["exit_status"] == "submitted", traj["info"]
+    assert any("the task state is base_commit (nothing injected)" in note for note in traj["environment"]["notes"]), traj["environment"]
     first = traj["trajectory"][0]["observation"]
     assert "(len(values) + 1)" in first  # the issue is there at the start: the gold fix was not applied
     submission = traj["info"]["submission"]

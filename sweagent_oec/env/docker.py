@@ -203,7 +203,8 @@ class DockerRuntime(MarkerSession):
                     raise UserError(f"instance {instance.instance_id}: its patch does not apply in {self.image}: "
                                     f"{(applied.output.strip().splitlines() or [''])[0]}")
                 self._must(f"rm -f {patch_file}")
-            self.info.notes.append(f"no branch {branch} in the image: built the task state from base_commit and the patch")
+            self.info.notes.append(f"no branch {branch} in the image: the task state is base_commit"
+                                   + (" with the instance's patch applied" if instance.patch.strip() else " (nothing injected)"))
         if self.config.keep_source_git and source_ref:
             self._must(f"rm -rf {SOURCE_GIT_DIR} && mv .git {SOURCE_GIT_DIR}")
             self.test_source = (SOURCE_GIT_DIR, source_ref)
