@@ -34,7 +34,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 die() { echo "eval_student.sh: $*" >&2; exit 2; }
 [ $# -ge 1 ] && [ "$1" != "--" ] || die "usage: scripts/eval_student.sh CHECKPOINT [-- EXTRA_RUN_BATCH_ARGS] (see the header for variables)"
-case "$1" in -h|--help) sed -n '2,33p' "$0"; exit 0 ;; esac
+case "$1" in -h|--help) sed -n '2,31p' "$0"; exit 0 ;; esac
 CHECKPOINT="$1"; shift
 [ "${1:-}" = "--" ] && shift
 extra=("$@")

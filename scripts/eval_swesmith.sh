@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
                RUNTIME="$2"; shift 2 ;;
     --runtime=*) RUNTIME="${1#--runtime=}"; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     -*) echo "eval_swesmith.sh: unknown option $1 (eval options go after --)" >&2; exit 2 ;;
     *) dirs+=("$1"); shift ;;
   esac
