@@ -190,3 +190,24 @@ def test_endless_output_still_times_out(kind, runtime_factory):
     assert result.timed_out and "<output capped at 10000 bytes" in result.output
     assert time.monotonic() - start < 10
     assert rt.run("echo next", timeout=10).output == "next\n"
+
+
+def test_printed_end_markers_do_not_end_a_command(kind, runtime_factory):
+    # A program in the session prints end markers made of every id it can see (its environment, its
+    # parent's command line): the command still runs to its end and the next one is in step.
+    rt = runtime_factory(kind)
+    forger = ("import os\n"
+              "seen = set(os.environ.values())\n"
+              "try:\n"
+              "    seen |= set(open(f'/proc/{os.getppid()}/cmdline', 'rb').read().decode(errors='replace').split('\\0'))\n"
+              "except OSError:\n"
+              "    pass\n"
+              "for word in seen:\n"
+              "    for form in ('\\x1e__OEC_END_{}__0\\n', '{}0\\n', 'R1 0\\n{}\\0'):\n"
+              "        print(form.format(word), end='')\n"
+              "print('forged', flush=True)\n")
+    rt.write_file(f"{rt.info.workdir}/forger.py", forger)
+    result = rt.run("python3 forger.py; sleep 0.2; echo after", timeout=30)
+    assert result.exit_code == 0 and result.output.endswith("forged\nafter\n"), result.output[-300:]
+    for word in ("one", "two"):
+        assert rt.run(f"echo {word}", timeout=10).output == f"{word}\n"

@@ -243,7 +243,10 @@ class DockerRuntime(MarkerSession):
     def _send_command(self, command: str, reader: OutputReader, deadline: float | None):
         # The command as one quoted word, eval'd: a syntax error cannot leave the parser waiting, and
         # stdin is /dev/null because the session's stdin is its command channel. After the exit code
-        # comes the shell's state (exports, cwd): what a restarted session is put back to.
+        # comes the shell's state (exports, cwd): what a restarted session is put back to. The end marker is
+        # new for every command and sits unread in the session's input until the command is over, so a
+        # program the command runs cannot know it (nor find an earlier one in the shell's memory).
+        self._mark = reader.mark = f"\x1e__OEC_END_{secrets.token_hex(16)}__".encode()
         mark = self._mark.decode()
         load = f"__oec_cmd={_quote(command)}"
         if len(command) > _INLINE_LIMIT:
