@@ -35,6 +35,7 @@ from sweagent_oec.commands import summary_command; app.command("summary")(summar
 from failure_categorization.command import categorize_command; app.command("categorize")(categorize_command)
 from sweagent_oec.train.command import train_command; app.command("train")(train_command)  # noqa: E402,E702
 from sweagent_oec.view.command import view_command; app.command("view")(view_command)  # noqa: E402,E702
+from sweagent_oec.commands import rounds_command; app.command("rounds")(rounds_command)  # noqa: E402,E702
 
 
 def main() -> None:

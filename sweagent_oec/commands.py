@@ -90,3 +90,13 @@ def summary_command(
     from sweagent_oec.round_summary import print_summary, summarize_round
 
     print_summary(summarize_round(output_dir))
+
+
+def rounds_command(
+    config: Path = typer.Option(..., "--config", "-c", help="Rounds YAML: instances, run configs, serve command, train settings."),
+) -> None:
+    """Iterated OEC rounds (DAgger): serve, generate, eval, convert (all rounds so far), train, score; resumable."""
+    from sweagent_oec.rounds import run_rounds
+
+    table = run_rounds(config)
+    typer.echo(f"rounds table: {table} (plot: {table.with_name('rounds.png')})")

@@ -1,0 +1,416 @@
+"""`sweagent-oec rounds -c ROUNDS.yaml`: iterated OEC rounds (DAgger), resumable.
+
+Round n, in `<output_dir>/round_<n>/`:
+  generate       serve the current student, run-batch with switching on `instances`
+  eval           grade the OEC trajectories
+  convert        SFT data from every round so far, each round a source with its weight (aggregation)
+  train          fine-tune from the previous round's checkpoint (or the initial one) -> checkpoint/
+  student_eval   serve the new checkpoint, run it alone on `heldout`, grade, score
+and a row in `<output_dir>/rounds.csv` (plus `rounds.png`). Round n+1's student is round n's
+checkpoint, served by the same command template. Stages meet only through files: each is the
+stage's own CLI command in a subprocess, so what a round wrote is exactly what a user running the
+stages by hand would have. A stage that finished leaves `round_<n>/.done/<stage>`; killed at any
+point, a rerun skips what finished (and the stages themselves resume within).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sweagent_oec.errors import UserError
+from sweagent_oec.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+ROUNDS_CSV = "rounds.csv"
+COLUMNS = ["round", "student_checkpoint", "trained_checkpoint", "instances", "exit_statuses", "oec_resolved",
+           "switched", "mean_switch_step", "mean_student_steps_before_switch", "student_format_errors_per_step",
+           "expert_cost", "sft_records", "sft_records_this_round", "heldout_resolved", "heldout_total",
+           "heldout_rate", "heldout_ci_low", "heldout_ci_high"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServeConfig(Strict):
+    #: Starts the student's server: a template with {checkpoint}, {port}, {host}. Example:
+    #: "python -m vllm.entrypoints.openai.api_server --model {checkpoint} --port {port} --host {host}".
+    command: str
+    #: The litellm model name the run configs get for the served student.
+    model: str = "hosted_vllm/{checkpoint}"
+    host: str = "127.0.0.1"
+    ready_timeout: float = Field(900, gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class TrainStep(Strict):
+    #: Round n trains from round n-1's checkpoint ("previous", DAgger's usual choice) or the initial one.
+    start: Literal["previous", "initial"] = "previous"
+    #: Extra `sweagent-oec train` arguments, e.g. ["--max-steps", "200", "--lora"].
+    args: list[str] = Field(default_factory=list)
+
+
+class RoundsConfig(Strict):
+    output_dir: str = "out/rounds"
+    rounds: int = Field(2, ge=1)
+    #: Generation instances (any --instances source) and the held-out ones the new student is scored on.
+    instances: str
+    heldout: str | None = None
+    split: str | None = None
+    #: Run configs: the switching run (its models.<student_index> is the student) and the student alone.
+    config: list[str]
+    student_config: list[str] | None = None
+    student_index: int = Field(0, ge=0, le=1)
+    initial_checkpoint: str
+    serve: ServeConfig
+    workers: int = Field(2, ge=1)
+    #: run-batch / eval extras, e.g. ["--slice", "0:100"] and ["--runtime", "docker"].
+    generate_args: list[str] = Field(default_factory=list)
+    eval_args: list[str] = Field(default_factory=list)
+    convert_args: list[str] = Field(default_factory=list)
+    #: Weight of each round's data in every later round's training mix (index 0 = round 1); missing: 1.
+    round_weights: list[float] = Field(default_factory=list)
+    train: TrainStep = Field(default_factory=TrainStep)
+
+
+def load_rounds_config(path: Path) -> tuple[RoundsConfig, Path]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such rounds config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    try:
+        config = RoundsConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise UserError(f"{path}: {problems}") from None
+    return config, path.parent.resolve()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Rounds:
+    def __init__(self, config: RoundsConfig, base: Path):
+        self.config = config
+        self.base = base  # paths in the rounds file are relative to it
+        self.out = self._path(config.output_dir)
+        self.cli = [sys.executable, "-m", "sweagent_oec.cli"]
+
+    def _path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else (self.base / path)
+
+    def _source(self, value: str | None) -> str | None:
+        """An instances source: a path relative to the rounds file where one exists, else as given (hub name, 'embedded')."""
+        if value is None:
+            return None
+        path = self._path(value)
+        return str(path) if path.exists() else value
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for n in range(1, self.config.rounds + 1):
+            rows.append(self.round(n))
+            self.write_table(rows)
+        return self.out / ROUNDS_CSV
+
+    def checkpoint_for(self, n: int) -> Path:
+        """The student that generates round n's data."""
+        return self._path(self.config.initial_checkpoint) if n == 1 else self.dir(n - 1) / "checkpoint"
+
+    def dir(self, n: int) -> Path:
+        return self.out / f"round_{n}"
+
+    def round(self, n: int) -> dict:
+        folder, student = self.dir(n), self.checkpoint_for(n)
+        log.info("round %d: student %s", n, student)
+        if not self.done(n, "generate"):
+            with self.served(student, folder / "serve_generate.log") as model:
+                self.stage(n, "generate", [
+                    "run-batch", *self._configs(self.config.config), "-i", self._source(self.config.instances),
+                    "-o", str(folder / "trajectories"), "-w", str(self.config.workers), "--no-progress",
+                    *self._split(), *self.config.generate_args, *self._student_overrides(model, switching=True)])
+        self.stage(n, "eval", ["eval", "--instances", self._source(self.config.instances), *self._split(),
+                               "--predictions", str(folder / "trajectories" / "preds.json"), "--run-id", "gen",
+                               "--output-dir", str(folder / "eval"), *self.config.eval_args])
+        self.stage(n, "convert", ["convert", *self._sources(n), "-o", str(folder / "sft"), *self._student_prompt(),
+                                  *self.config.convert_args])
+        start = student if self.config.train.start == "previous" else self._path(self.config.initial_checkpoint)
+        self.stage(n, "train", ["train", "-m", str(start), "-d", str(folder / "sft" / "train.jsonl"),
+                                "-o", str(folder / "checkpoint"), *self.config.train.args])
+        if self.config.heldout and self.config.student_config and not self.done(n, "student_eval"):
+            with self.served(folder / "checkpoint", folder / "serve_student_eval.log") as model:
+                self.stage(n, "student_run", [
+                    "run-batch", *self._configs(self.config.student_config), "-i", self._source(self.config.heldout),
+                    "-o", str(folder / "student_eval" / "trajectories"), "-w", str(self.config.workers), "--no-progress",
+                    *self._split(), *self._student_overrides(model, switching=False)])
+            self.stage(n, "student_eval", [
+                "eval", "--instances", self._source(self.config.heldout), *self._split(),
+                "--predictions", str(folder / "student_eval" / "trajectories" / "preds.json"), "--run-id", "student",
+                "--output-dir", str(folder / "student_eval" / "eval"), *self.config.eval_args])
+        return self.row(n, student)
+
+    # ------------------------------------------------------------ stages
+
+    def done(self, n: int, stage: str) -> bool:
+        return (self.dir(n) / ".done" / stage).exists()
+
+    def stage(self, n: int, stage: str, args: list[str]) -> None:
+        if self.done(n, stage):
+            log.info("round %d: %s done before", n, stage)
+            return
+        log.info("round %d: %s", n, stage)
+        folder = self.dir(n)
+        folder.mkdir(parents=True, exist_ok=True)
+        logfile = folder / f"{stage}.log"
+        with open(logfile, "w") as f:
+            result = subprocess.run(self.cli + args, stdout=f, stderr=subprocess.STDOUT, cwd=self.base)
+        if result.returncode != 0:
+            tail = logfile.read_text().strip().splitlines()[-1:] or ["(no output)"]
+            raise UserError(f"round {n}: {stage} failed (exit {result.returncode}): {tail[0]}; log {logfile}")
+        atomic_write_text(folder / ".done" / stage, json.dumps({"args": args, "finished": time.time()}) + "\n")
+
+    def _configs(self, paths: list[str]) -> list[str]:
+        return [arg for p in paths for arg in ("-c", str(self._path(p)))]
+
+    def _split(self) -> list[str]:
+        return ["--split", self.config.split] if self.config.split else []
+
+    def _student_overrides(self, served: dict, switching: bool) -> list[str]:
+        key = f"agent.model.models.{self.config.student_index}" if switching else "agent.model"
+        return [f"{key}.name={served['model']}", f"{key}.api_base={served['api_base']}"]
+
+    def _student_prompt(self) -> list[str]:
+        if not self.config.student_config:
+            return []
+        return ["--student-config", str(self._path(self.config.student_config[-1])),
+                "--instances", self._source(self.config.instances)]
+
+    def _sources(self, n: int) -> list[str]:
+        """Every round so far as a convert source (`round_k=DIR:REPORT`) with its weight."""
+        args = []
+        for k in range(1, n + 1):
+            folder = self.dir(k)
+            args += ["--source", f"round_{k}={folder / 'trajectories'}:{folder / 'eval' / 'gen' / 'report.json'}"]
+            weights = self.config.round_weights
+            if k - 1 < len(weights):
+                args += ["--weight", f"round_{k}={weights[k - 1]}"]
+        return args
+
+    # ------------------------------------------------------------ serving
+
+    @contextmanager
+    def served(self, checkpoint: Path, logfile: Path) -> Iterator[dict]:
+        """The student's server, up and answering, for the duration of the block; stopped after."""
+        serve = self.config.serve
+        port = _free_port(serve.host)
+        values = {"checkpoint": str(checkpoint), "port": port, "host": serve.host}
+        try:
+            command = serve.command.format(**values)
+            model = serve.model.format(**values)
+        except (KeyError, IndexError) as e:
+            raise UserError(f"serve: unknown placeholder {e} (use {{checkpoint}}, {{port}}, {{host}})") from None
+        if not checkpoint.exists():
+            raise UserError(f"the student checkpoint {checkpoint} does not exist")
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        api_base = f"http://{serve.host}:{port}/v1"
+        log.info("serving %s: %s", checkpoint, command)
+        with open(logfile, "a") as f:
+            process = subprocess.Popen(command, shell=True, stdout=f, stderr=subprocess.STDOUT, cwd=self.base,
+                                       env={**os.environ, **serve.env}, start_new_session=True)
+        try:
+            self._wait_ready(process, api_base, logfile)
+            yield {"model": model, "api_base": api_base}
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _wait_ready(self, process: subprocess.Popen, api_base: str, logfile: Path) -> None:
+        deadline = time.monotonic() + self.config.serve.ready_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise UserError(f"the student server exited with code {process.returncode} before answering; log {logfile}")
+            try:
+                with urllib.request.urlopen(f"{api_base}/models", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise UserError(f"the student server did not answer within {self.config.serve.ready_timeout:.0f}s; log {logfile}")
+
+    # ------------------------------------------------------------ the table
+
+    def row(self, n: int, student: Path) -> dict:
+        folder = self.dir(n)
+        trajs = _trajectories(folder / "trajectories")
+        report = _read_json(folder / "eval" / "gen" / "report.json")
+        switch_steps = [t["switch_step"] for t in trajs if t["switch_step"] is not None]
+        before = [t["switch_step"] if t["switch_step"] is not None else t["student_steps"] for t in trajs]
+        student_steps = sum(t["student_steps"] for t in trajs)
+        row = {
+            "round": n, "student_checkpoint": str(student), "trained_checkpoint": str(folder / "checkpoint"),
+            "instances": len(trajs),
+            "exit_statuses": json.dumps(_counts(t["exit_status"] for t in trajs), sort_keys=True),
+            "oec_resolved": report.get("resolved", ""),
+            "switched": len(switch_steps),
+            "mean_switch_step": _mean(switch_steps), "mean_student_steps_before_switch": _mean(before),
+            "student_format_errors_per_step": round(sum(t["student_format_errors"] for t in trajs) / student_steps, 4)
+            if student_steps else "",
+            "expert_cost": round(sum(t["expert_cost"] for t in trajs), 6),
+            "sft_records": _records(folder / "sft" / "train.jsonl"),
+            "sft_records_this_round": _records(folder / "sft" / "train.jsonl", under=folder / "trajectories"),
+        }
+        student_report = folder / "student_eval" / "eval" / "student" / "report.json"
+        if student_report.exists():
+            from sweagent_oec.harness.score import score
+
+            s = score(student_report, [folder / "student_eval" / "trajectories"])
+            row.update(heldout_resolved=s.resolved, heldout_total=s.total, heldout_rate=round(s.rate, 4),
+                       heldout_ci_low=round(s.low, 4), heldout_ci_high=round(s.high, 4))
+        return {c: row.get(c, "") for c in COLUMNS}
+
+    def write_table(self, rows: list[dict]) -> None:
+        from io import StringIO
+
+        buffer = StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.out / ROUNDS_CSV, buffer.getvalue())
+        try:
+            plot_rounds(rows, self.out / "rounds.png")
+        except ImportError:
+            log.warning("matplotlib is not installed (analysis extra): rounds.png not drawn")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _trajectories(folder: Path) -> list[dict]:
+    """Per generated trajectory: exit status, switch step, student steps and format errors, expert cost."""
+    out = []
+    for path in sorted(folder.glob("*/*.traj")):
+        data = _read_json(path)
+        info = data.get("info") or {}
+        oec = info.get("oec") or {}
+        steps = [s for s in data.get("trajectory", []) if isinstance(s, dict)]
+        student = [s for s in steps if s.get("model_role") == "student"]
+        expert_stats = (oec.get("model_stats") or {}).get("expert") or {}
+        out.append({
+            "exit_status": str(info.get("exit_status")), "switch_step": oec.get("switch_step"),
+            "student_steps": len(student),
+            "student_format_errors": sum(len((s.get("extra_info") or {}).get("format_errors") or []) for s in student),
+            "expert_cost": float(expert_stats.get("instance_cost") or 0.0),
+        })
+    return out
+
+
+def _counts(values) -> dict:
+    counts: dict = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def _mean(values: list) -> float | str:
+    return round(sum(values) / len(values), 3) if values else ""
+
+
+def _records(path: Path, under: Path | None = None) -> int | str:
+    """SFT records in a train.jsonl; with `under`, only those converted from trajectories there."""
+    if not path.exists():
+        return ""
+    count = 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        if under is None:
+            count += 1
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        count += Path(str(record.get("traj_path", ""))).resolve().is_relative_to(under.resolve())
+    return count
+
+
+def plot_rounds(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r["round"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    rated = [r for r in rows if r["heldout_rate"] != ""]
+    if rated:
+        x = [r["round"] for r in rated]
+        y = [100 * r["heldout_rate"] for r in rated]
+        err = [[100 * (r["heldout_rate"] - r["heldout_ci_low"]) for r in rated],
+               [100 * (r["heldout_ci_high"] - r["heldout_rate"]) for r in rated]]
+        left.errorbar(x, y, yerr=err, marker="o", capsize=4, color="#2563eb", label="student alone (95% CI)")
+        n = ", ".join(f"n={r['heldout_total']}" for r in rated)
+        left.set_title(f"held-out resolve rate of each round's trained student ({n})", fontsize=9)
+        left.legend(fontsize=8)
+    else:
+        left.text(0.5, 0.5, "no held-out evaluation configured", ha="center", va="center", transform=left.transAxes)
+        left.set_title("held-out resolve rate", fontsize=9)
+    left.set_xlabel("round")
+    left.set_ylabel("% resolved")
+    left.set_xticks(rounds)
+    steps = [r["mean_student_steps_before_switch"] for r in rows]
+    errors = [r["student_format_errors_per_step"] for r in rows]
+    right.plot(rounds, [s if s != "" else float("nan") for s in steps], marker="o", color="#c2410c",
+               label="student steps before the switch (mean)")
+    right.plot(rounds, [e if e != "" else float("nan") for e in errors], marker="s", color="#475569",
+               label="malformed replies per student step")
+    right.set_xlabel("round")
+    right.set_xticks(rounds)
+    right.set_title(f"generation: the student that made each round's data ({rows[-1]['instances']} instances/round)", fontsize=9)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run_rounds(config_path: Path) -> Path:
+    config, base = load_rounds_config(config_path)
+    return Rounds(config, base).run()
