@@ -149,13 +149,20 @@ def plot_paper(rows: list[dict], metric: str, reference: str, floor: str, views:
             ax.set_ylabel(label + (" (log)" if log else ""))
             ax_n.set_ylabel("instances (n)")
         _few_instances_note(ax, [r["n"] for r in rows if r["x"] <= views[view]], min_instances, hollow=True)
+    if not rows:
+        axes[0, 1].text(0.5, 0.5, f"nothing drawn: every point rests on fewer than {min_instances} instances\n"
+                        "(--hide-below-min; the table keeps them)", transform=axes[0, 1].transAxes, ha="center",
+                        va="center", fontsize=9, color="firebrick")
     level = rows[0]["level"] if rows else 0.95
     handles = [Line2D([], [], color=colors[s], lw=1.2) for s in sets]
     labels = [f"{s} vs {reference}" for s in sets]
     handles += [Line2D([], [], color=colors[floor], lw=1.2, ls="--"), Patch(color="0.5", alpha=0.3, lw=0),
-                Line2D([], [], marker="o", ls="", mfc="white", color="0.3"), Line2D([], [], color="firebrick", lw=0.6, ls=":")]
+                Line2D([], [], color="firebrick", lw=0.6, ls=":")]
     labels += [f"noise floor: {floor} vs {reference}", f"shaded: {level:.0%} band of the replicates",
-               f"hollow: fewer than {min_instances} instances", f"n = {min_instances} (stated minimum)"]
+               f"n = {min_instances} (stated minimum)"]
+    if any(r["below_min"] for r in rows):  # only when some are drawn
+        handles.append(Line2D([], [], marker="o", ls="", mfc="white", color="0.3"))
+        labels.append(f"hollow: fewer than {min_instances} instances")
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.08))
     note = f"; points with n < {min_instances} left out" if hide_below_min else ""
     fig.suptitle(f"{METRIC_TITLES[metric]} to the reference set '{reference}', by message\n{subtitle}{note}", fontsize=10)

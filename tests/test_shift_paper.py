@@ -152,6 +152,15 @@ def test_paper_protocol_end_to_end(paper_sets, tmp_path):
     for stem in ("shift_paper_frechet", "shift_paper_kl"):
         assert (out / f"{stem}.png").stat().st_size > 10000 and (out / f"{stem}.pdf").is_file()
     assert not (out / "shift.csv").exists()
+    hidden = tmp_path / "hidden"
+    result = CliRunner().invoke(app, ["shift", "--protocol", "paper", "--set", f"expert={paper_sets / 'expert'}",
+                                      "--set", f"student={paper_sets / 'student'}", "--out", str(hidden), "--bootstrap", "5",
+                                      "--min-instances", "3", "--hide-below-min", "--cache-dir", str(tmp_path / "cache")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    again = json.loads((hidden / "shift_paper.json").read_text())
+    assert again["settings"]["hide_below_min"] and not any(r["below_min"] for r in again["rows"] if r["set"] == "student")
+    assert (hidden / "shift_paper_kl.png").stat().st_size > 10000
 
 
 def test_paper_protocol_refuses_what_it_does_not_do(paper_sets, tmp_path):
