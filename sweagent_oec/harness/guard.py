@@ -273,6 +273,8 @@ class GuardPlugin(object):
         self.runner = runner
         self.modules = []
         self.baseline = None
+        self.pluginmanager = None
+        self.plugins = set()
         self.code = {}
         self.watch = {}
         self.lock = threading.Lock()
@@ -296,16 +298,37 @@ class GuardPlugin(object):
         return (sys.gettrace(), sys.getprofile(), getattr(threading, "_trace_hook", None),
                 getattr(threading, "_profile_hook", None))
 
+    def _from_changed(self, obj):
+        """The file that defines `obj` (a module, or an object's class) when the patch changed it."""
+        module = obj if type(obj) is type(sys) else sys.modules.get(getattr(obj, "__module__", None) or type(obj).__module__)
+        path = getattr(module, "__file__", None)
+        if path and os.path.basename(path) != "conftest.py" and os.path.realpath(path) in self.changed:
+            return path
+        return None
+
     def _new_finders(self):
         found = []
         for finder in list(sys.meta_path) + list(sys.path_hooks):
-            if id(finder) in self.finders:
-                continue
-            module = sys.modules.get(getattr(finder, "__module__", None) or type(finder).__module__)
-            path = getattr(module, "__file__", None)
-            if path and os.path.realpath(path) in self.changed:
+            path = None if id(finder) in self.finders else self._from_changed(finder)
+            if path:
                 found.append("an import hook from %s" % path)
+        for plugin in self.pluginmanager.get_plugins() if self.pluginmanager else ():
+            path = None if id(plugin) in self.plugins else self._from_changed(plugin)
+            if path:
+                found.append("a pytest plugin registered from %s" % path)
         return found
+
+    def marker_added(self, marker):
+        """Node.add_marker, called from a file the patch changed (an xfail turns a failure into a pass)."""
+        frame = sys._getframe(2)
+        while frame is not None:
+            path = frame.f_code.co_filename
+            if path != __file__ and not any(os.sep + pkg + os.sep in path for pkg in RUNNER_PACKAGES):
+                if os.path.realpath(path) in self.changed:
+                    name = getattr(marker, "name", marker)
+                    self.tamper("a %s marker added from %s, a file the patch changed" % (name, path))
+                return
+            frame = frame.f_back
 
     def check(self, where):
         if self.baseline is None:
@@ -324,6 +347,8 @@ class GuardPlugin(object):
         names = [n for n in sys.modules if n.split(".")[0] in ("pytest", "_pytest", "pluggy")]
         self.modules = sorted(set(names + ["builtins", "__main__"]))
         self.finders = set(id(f) for f in list(sys.meta_path) + list(sys.path_hooks))
+        self.pluginmanager = session.config.pluginmanager
+        self.plugins = set(id(p) for p in self.pluginmanager.get_plugins())
         self.baseline = Snapshot(self.modules)
         self.hooks = self._hooks()
         if session.config.pluginmanager.has_plugin("dsession"):
@@ -421,6 +446,15 @@ def child(argv):
     GuardPlugin.pytest_runtest_call = pytest.hookimpl(hookwrapper=True, tryfirst=True)(GuardPlugin.call_wrapper)
     GuardPlugin.pytest_sessionfinish = pytest.hookimpl(trylast=True)(GuardPlugin.session_end)
     plugin = GuardPlugin(fd, [os.path.abspath(c) for c in changed], runner)
+    import _pytest.nodes
+
+    add_marker = _pytest.nodes.Node.add_marker
+
+    def guarded_add_marker(self, *args, **kwargs):
+        plugin.marker_added(args[0] if args else kwargs.get("marker"))
+        return add_marker(self, *args, **kwargs)
+
+    _pytest.nodes.Node.add_marker = guarded_add_marker  # before the snapshot: part of the baseline
     code = pytest.main(args, plugins=[plugin])
     sys.stdout.flush()
     sys.stderr.flush()
