@@ -250,6 +250,12 @@ class BatchRun:
                 for uid, info in (units or {}).items():
                     self._note(uid, info, skipped=True)
             self._write_summaries()
+            # What finished instances spent counts toward total_cost_limit: a resumed batch does not
+            # get a fresh budget.
+            spent_before = sum(stats.instance_cost for per in self.state.role_stats.values() for stats in per.values())
+            if spent_before:
+                BATCH_BUDGET.add(spent_before)
+                log.info("instances done before spent $%.4f; it counts toward total_cost_limit", spent_before)
         log.info("%d instances: %d done before, %d to run with %d workers", len(self.instances),
                  self.state.skipped, len(todo), self.num_workers)
 

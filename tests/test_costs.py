@@ -245,3 +245,29 @@ def test_swe_agent_model_keys_stop_and_system_as_user_reach_the_server():
     request = server.requests[0]
     assert request["stop"] == ["</function>"] and request["top_p"] == 0.9 and request["max_tokens"] == 77
     assert [m["role"] for m in request["messages"]] == ["user", "user"]
+
+
+def test_a_resumed_batch_does_not_get_a_fresh_total_budget(tmp_path):
+    """$1 a call, $2.5 in all: the first run finishes one instance ($2); the resumed run may spend
+    only $0.5 more, so its first instance stops after one call and no other starts."""
+
+    def answer(request):
+        done = any(m["role"] == "assistant" for m in request["messages"])
+        return Reply(content="", tool_calls=[tool_call("submit", {}) if done else tool_call("bash", {"command": "echo hi"})],
+                     prompt_tokens=1_000_000, completion_tokens=0)
+
+    with OpenAIServer(answer) as server:
+        config = _write(tmp_path, {"agent": {"model": {
+            "name": "openai/priced", "api_base": server.url, "api_key": "k", "price_per_million_tokens": [1.0, 0.0],
+            "per_instance_cost_limit": 0, "total_cost_limit": 2.5}}}, "c.yaml")
+        instances = _instances(tmp_path, 3)
+        first = tmp_path / "one.jsonl"
+        first.write_text(instances.read_text().splitlines()[0] + "\n")
+        out = tmp_path / "out"
+        for source in (first, instances):
+            result = subprocess.run(CLI + ["run-batch", "-c", str(config), "-i", str(source), "-o", str(out), "--no-progress"],
+                                    capture_output=True, text=True, cwd=tmp_path, check=True)
+    statuses = yaml.safe_load((out / "run_batch_exit_statuses.yaml").read_text())
+    assert statuses == {"submitted": ["tiny-0"], "exit_cost": ["tiny-1"]}, (statuses, result.stderr)  # its diff is empty
+    assert len(server.requests) == 2 + 1
+    assert "total_cost_limit" in result.stderr
