@@ -168,6 +168,9 @@ class ToolsConfig(Strict):
             raise ValueError(f"unknown tool bundle(s) {unknown}; this toolkit has {sorted(BUNDLES)}")
         if not self.tool_names():
             raise ValueError("no tools: give bundles or set enable_bash_tool: true")
+        bad_names = [k for k in self.env_variables if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad_names:
+            raise ValueError(f"env_variables: {bad_names} are not shell variable names")
         unsupported = sorted(set(self.registry_variables) - set(REGISTRY_VARIABLES))
         if unsupported:
             raise ValueError(f"registry variable(s) {unsupported} are not supported by this toolkit "

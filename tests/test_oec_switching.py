@@ -134,3 +134,28 @@ def test_expert_takes_over_during_a_students_malformed_replies(tmp_path):
     errors = traj.trajectory[0].extra_info["format_errors"]
     assert [e["model_role"] for e in errors] == ["student", "student"]
     assert traj.info.oec.switch_step == 0 and traj.info.oec.model_stats["student"].api_calls == 2
+
+
+def test_the_expert_brings_its_own_tool_settings_into_the_session(tmp_path):
+    """Tool settings are the acting model's: the student views a large .py file in full and sees its
+    env_variables; after the switch the expert gets the file map (USE_FILEMAP) and its own variables."""
+    big = "".join(f"def f{i}(x):\n" + "".join(f"    x += {j}  # {'pad ' * 8}\n" for j in range(8)) + "    return x\n\n"
+                  for i in range(60))
+    make = {"thought": "", "action": f"cat > /testbed/big.py <<'EOF'\n{big}EOF"}
+    view = {"thought": "", "action": "str_replace_editor view /testbed/big.py"}
+    env = {"thought": "", "action": "echo \"who=$OEC_WHO only=${OEC_STUDENT_ONLY:-unset}\""}
+    student = write_replay(tmp_path, [make, view, env], "student.jsonl")
+    expert = write_replay(tmp_path, [view, env, {"thought": "", "action": "submit"}], "expert.jsonl")
+    side = lambda path, tools: {"name": "replay", "replay_path": str(path), "tools": tools}  # noqa: E731
+    data = switching_config(
+        side(student, {"env_variables": {"OEC_WHO": "student", "OEC_STUDENT_ONLY": "1"}}),
+        side(expert, {"bundles": ["tools/registry", "tools/edit_anthropic", "tools/submit"], "env_variables": {"OEC_WHO": "expert"},
+                      "registry_variables": {"USE_FILEMAP": "true"}}),
+        {"type": "step_count", "threshold": 3})
+    path, info = run_instance(build_config(data), tinycalc(tmp_path), tmp_path / "out")
+    steps = load_trajectory(path).trajectory
+    assert [s.model_role for s in steps] == ["student"] * 3 + ["expert"] * 3
+    assert "eliding" not in steps[1].observation and "<response clipped>" in steps[1].observation
+    assert steps[2].observation.strip() == "who=student only=1"
+    assert "... eliding lines 2-10 ..." in steps[3].observation
+    assert steps[4].observation.strip() == "who=expert only=1"  # exports persist in the session; the expert's win

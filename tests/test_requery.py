@@ -201,6 +201,8 @@ def test_review_registry_variables_are_checked():
         build_config(tools(registry_variables={"USE_LINTER": "true"}))
     with pytest.raises(UserError, match="USE_FILEMAP must be 'true' or 'false'"):
         build_config(tools(registry_variables={"USE_FILEMAP": "yes"}))
+    with pytest.raises(UserError, match="not shell variable names"):
+        build_config(tools(env_variables={"A;touch /tmp/x": "1"}))
     with pytest.raises(UserError, match="unknown tool bundle"):
         build_config(tools(bundles=[{"path": "tools/windowed"}]))
     with pytest.raises(UserError, match="hidden_tools"):

@@ -9,6 +9,7 @@ written when the run ends (data/trajectory.py, TrajectoryWriter).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import subprocess
@@ -59,7 +60,9 @@ def bash_syntax_errors(command: str) -> tuple[str | None, str]:
     """(stdout, stderr) of `bash -n` when `command` does not parse, else (None, ""). `bash -n` reads
     and parses only: nothing in the command runs."""
     try:
-        result = subprocess.run(["bash", "-n"], input=command, capture_output=True, text=True, timeout=30)
+        # A bare environment: no BASH_ENV or other start-up file of the host's is read.
+        result = subprocess.run(["bash", "--norc", "--noprofile", "-n"], input=command, capture_output=True, text=True,
+                                timeout=30, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
     except (OSError, subprocess.TimeoutExpired):
         return None, ""  # no bash to check with (or it hung): the session reports the error instead
     return (result.stdout, result.stderr) if result.returncode != 0 else (None, "")
