@@ -209,7 +209,6 @@ def _spawner() -> ThreadPoolExecutor:
 
 
 _live_runtimes: "weakref.WeakSet[LocalRuntime]" = weakref.WeakSet()
-_warned_unconfined = False
 
 
 @atexit.register
