@@ -71,7 +71,9 @@ class RoundsConfig(Strict):
     #: Generation instances (any --instances source) and the held-out ones the new student is scored on.
     instances: str
     heldout: str | None = None
+    #: Splits of hub datasets or datasets folders (default: each loader's own).
     split: str | None = None
+    heldout_split: str | None = None
     #: Run configs: the switching run (its models.<student_index> is the student) and the student alone.
     config: list[str]
     student_config: list[str] | None = None
@@ -166,9 +168,9 @@ class Rounds:
                 self.stage(n, "student_run", [
                     "run-batch", *self._configs(self.config.student_config), "-i", self._source(self.config.heldout),
                     "-o", str(folder / "student_eval" / "trajectories"), "-w", str(self.config.workers), "--no-progress",
-                    *self._split(), *self._student_overrides(model, switching=False)])
+                    *self._split(heldout=True), *self._student_overrides(model, switching=False)])
             self.stage(n, "student_eval", [
-                "eval", "--instances", self._source(self.config.heldout), *self._split(),
+                "eval", "--instances", self._source(self.config.heldout), *self._split(heldout=True),
                 "--predictions", str(folder / "student_eval" / "trajectories" / "preds.json"), "--run-id", "student",
                 "--output-dir", str(folder / "student_eval" / "eval"), *self.config.eval_args])
         return self.row(n, student)
@@ -196,8 +198,9 @@ class Rounds:
     def _configs(self, paths: list[str]) -> list[str]:
         return [arg for p in paths for arg in ("-c", str(self._path(p)))]
 
-    def _split(self) -> list[str]:
-        return ["--split", self.config.split] if self.config.split else []
+    def _split(self, heldout: bool = False) -> list[str]:
+        split = self.config.heldout_split if heldout else self.config.split
+        return ["--split", split] if split else []
 
     def _student_overrides(self, served: dict, switching: bool) -> list[str]:
         key = f"agent.model.models.{self.config.student_index}" if switching else "agent.model"
