@@ -290,3 +290,33 @@ agent:
     assert traj.trajectory[2].observation.startswith("Check your work") and "+# swe-agent style" in traj.trajectory[2].observation
     tools = [t["function"]["name"] for t in server.requests[0]["tools"]]
     assert tools == ["bash", "str_replace_editor", "submit"]
+
+
+def test_the_shipped_paper_config_runs_with_review_and_filemap(tmp_path, monkeypatch):
+    """config/qwen32b_switch_claude_python_tools.yaml on the real task, its endpoints pointed at 127.0.0.1:
+    the expert (review_on_submit_m, USE_FILEMAP) sees a large file in outline and must submit twice."""
+    from pathlib import Path
+
+    from tests.agent_helpers import write_replay
+
+    monkeypatch.setenv("STUDENT_API_BASE", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    student = write_replay(tmp_path, [{"thought": "look", "action": "ls /testbed"}], "student.jsonl")
+    make_big = "python3 -c \"open('/testbed/big.py','w').write(''.join('def f%d(x):\\n' % i + '    x += 1  # padding padding padding\\n' * 8 + '    return x\\n\\n' for i in range(80)))\""
+    script = [bash(make_big), Reply(content="", tool_calls=[tool_call("str_replace_editor", {"command": "view", "path": "/testbed/big.py"})]),
+              bash("rm /testbed/big.py && sed -i 's/(len(values) + 1)/len(values)/' calc.py"), submit(), submit()]
+    shipped = Path(__file__).parent.parent / "config" / "qwen32b_switch_claude_python_tools.yaml"
+    with OpenAIServer(script) as server:
+        config = load_config([shipped], [
+            "env.type=local", "agent.model.switching_criteria.start_step=1", "agent.model.switching_criteria.end_step=1",
+            "agent.model.models.0.name=replay", f"agent.model.models.0.replay_path={student}",
+            "agent.model.models.1.name=openai/test-model", f"agent.model.models.1.api_base={server.url}",
+            "agent.model.models.1.api_key=sk-test", "agent.model.models.1.per_instance_cost_limit=0",
+            "agent.model.models.1.total_cost_limit=0"])
+        path, info = run_instance(config, tinycalc(tmp_path), tmp_path / "out")
+    steps = load_trajectory(path).trajectory
+    assert info["exit_status"] == "submitted" and "return sum(values) / len(values)" in info["submission"]
+    assert [s.model_role for s in steps] == ["student"] + ["expert"] * 5
+    assert "... eliding lines 2-10 ..." in steps[2].observation
+    assert "<diff>" in steps[4].observation and "call submit again" in steps[4].observation
+    assert config.agent.model.models[1].tools.execution_timeout == 300
