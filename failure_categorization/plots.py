@@ -44,13 +44,14 @@ def _included(summaries: dict[str, dict], default: str) -> str:
     return f"{'; '.join(selections)} ({' / '.join(protocols)} protocol)"
 
 
-def _few_note(ax, summaries: dict[str, dict]) -> None:
+def _title(ax, title: str, summaries: dict[str, dict], what: str) -> None:
+    """The title, and under it (above the bars, so it never hides one) a red note for small runs."""
     small = {label: s["total"] for label, s in summaries.items() if s["total"] < MIN_TRAJECTORIES}
+    ax.set_title(title, fontsize=10, pad=16 if small else 6)
     if small:
         runs = ", ".join(f"{label} (n={n})" for label, n in small.items())
-        ax.text(0.99, 0.01, f"few trajectories: {runs} < {MIN_TRAJECTORIES}; shares are anecdotal",
-                transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="firebrick",
-                bbox=dict(facecolor="white", edgecolor="firebrick", alpha=0.85, lw=0.6))
+        ax.text(0.5, 1.005, f"few trajectories: {runs} < {MIN_TRAJECTORIES}: {what} of so few are anecdotal",
+                transform=ax.transAxes, ha="center", va="bottom", fontsize=8, color="firebrick")
 
 
 def plot_categories(summaries: dict[str, dict], path: Path) -> None:
@@ -70,8 +71,7 @@ def plot_categories(summaries: dict[str, dict], path: Path) -> None:
     ax.invert_yaxis()  # taxonomy order from the top
     ax.set_xlabel("share of the run's trajectories (%)  —  bar labels: counts")
     ax.set_ylabel("failure category")
-    ax.set_title(f"Failure categories: {_included(summaries, 'unresolved and error runs of the report')}", fontsize=10)
-    _few_note(ax, summaries)
+    _title(ax, f"Failure categories: {_included(summaries, 'unresolved and error runs of the report')}", summaries, "shares")
     ax.margins(x=0.12)
     ax.grid(axis="x", alpha=0.3)
     _legend_below(ax, len(labels))
@@ -98,8 +98,7 @@ def plot_rubric(summaries: dict[str, dict], path: Path) -> None:
     ax.set_xlim(0, scale["max"] + 0.6)
     ax.set_xlabel(f"mean score ({scale['min']} = worst, {scale['max']} = best)")
     ax.set_ylabel("rubric criterion")
-    ax.set_title(f"Rubric scores: {_included(summaries, 'runs that submitted a patch')}", fontsize=10)
-    _few_note(ax, summaries)
+    _title(ax, f"Rubric scores: {_included(summaries, 'runs that submitted a patch')}", summaries, "means")
     ax.grid(axis="x", alpha=0.3)
     _legend_below(ax, len(labels))
     _save(fig, path)
