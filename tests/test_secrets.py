@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sweagent_oec import secrets
@@ -131,11 +132,21 @@ def scan(root: Path, logs: list[str]) -> list[str]:
 
 
 def test_no_secret_in_any_output_or_log(tmp_path):
+    """run-batch, eval, convert and categorize (`shift` too in the slow variant below)."""
+    pipeline(tmp_path, n_solved=1, shift=False)
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_output_or_log_with_shift(tmp_path):
+    pipeline(tmp_path, n_solved=3, shift=True)  # shift needs 3 instances; it embeds for ~1.5 min on 2 busy cores
+
+
+def pipeline(tmp_path: Path, n_solved: int, shift: bool) -> None:
     actions = [json.loads(line)["action"] for line in SOLUTION.read_text().splitlines() if line.strip()]
     base = tinycalc(tmp_path)
     instances = tmp_path / "instances.jsonl"
-    rows = [{**base.model_dump(mode="json"), "instance_id": "tiny-00"},
-            {**base.model_dump(mode="json"), "instance_id": "tiny-01", "problem_statement": "FAIL-ME: " + base.problem_statement}]
+    rows = [{**base.model_dump(mode="json"), "instance_id": f"tiny-0{i}"} for i in [0, 2, 3][:n_solved]]
+    rows.append({**base.model_dump(mode="json"), "instance_id": "tiny-01", "problem_statement": "FAIL-ME: " + base.problem_statement})
     instances.write_text("".join(json.dumps(r) + "\n" for r in rows))
     env = {**os.environ, "OEC_SCAN_API_KEY": KEY_REF, "OEC_SCAN_HDR_TOKEN": HDR_REF, "OEC_SCAN_JUDGE_KEY": JUDGE_KEY,
            "COLUMNS": "200"}
@@ -161,7 +172,7 @@ def test_no_secret_in_any_output_or_log(tmp_path):
         config_path = tmp_path / "config.yaml"
         config_path.write_text(yaml.safe_dump(config))
 
-        run("run-batch", "-c", config_path, "-i", instances, "-o", out / "trajs", "--no-progress")
+        run("run-batch", "-c", config_path, "-i", instances, "-o", out / "trajs", "--no-progress", "-w", "2")
         run("eval", "--instances", instances, "--predictions", out / "trajs" / "preds.json", "--run-id", "scan",
             "--output-dir", out / "logs")
         run("convert", out / "trajs", "--report", out / "logs" / "scan" / "report.json", "-o", out / "sft")
@@ -169,15 +180,18 @@ def test_no_secret_in_any_output_or_log(tmp_path):
             "--judge-model", "openai/judge", "--judge-api-base", judge.url, "--judge-api-key-env", "OEC_SCAN_JUDGE_KEY",
             "--retry-backoff", "0.01", "--no-progress")
         assert len(judge.requests) >= 2  # the judge's echoing error was met and retried
+    if shift:
+        run("shift", "--set", f"expert={out / 'trajs'}", "--set", f"student={out / 'trajs'}", "--reference", "expert",
+            "-o", out / "shift", "--min-instances", "3")
 
     # The run did what the scan needs: a solved instance, a provider error, every stage's outputs.
     solved = json.loads((out / "trajs" / "tiny-00" / "tiny-00.traj").read_text())
     failed = json.loads((out / "trajs" / "tiny-01" / "tiny-01.traj").read_text())
     assert solved["info"]["exit_status"] == "submitted" and failed["info"]["exit_status"] == "exit_api"
     assert "Incorrect API key provided: ***" in failed["info"]["exit_reason"]
-    assert json.loads((out / "logs" / "scan" / "report.json").read_text())["resolved"] == 1
+    assert json.loads((out / "logs" / "scan" / "report.json").read_text())["resolved"] == n_solved
     assert (out / "sft" / "train.jsonl").read_text().strip()
-    assert any((out / "cat").rglob("*.jsonl"))
+    assert any((out / "cat").rglob("*.jsonl")) and (not shift or any((out / "shift").iterdir()))
     # `$VAR` references are kept, literals redacted, in the config every trajectory carries.
     models = solved["replay_config"]["agent"]["model"]["models"]
     assert models[0]["api_key"] == "***" and models[1]["api_key"] == "$OEC_SCAN_API_KEY"
