@@ -287,6 +287,11 @@ def test_the_sandbox_dies_with_a_killed_host_process(tmp_path):
     while (_running(f"{word}1") or _running(f"{word}2")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running(f"{word}1") and not _running(f"{word}2")
+    # Its cgroup folders outlived it (nothing ran close()); the next runtime's start removes them.
+    with LocalRuntime(str(tmp_path)) as rt:
+        parents = {folder.parent for folder in rt.cgroup.dirs} if rt.cgroup else set()
+    left = [p for parent in parents for p in parent.glob(f"*{host.pid}-*")]
+    assert not left, left
 
 
 def test_set_x_traces_the_agents_commands_only(started):

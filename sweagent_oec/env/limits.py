@@ -83,8 +83,13 @@ class Cgroup:
 
     @classmethod
     def create(cls, name: str, max_processes: int | None, memory_bytes: int | None) -> "Cgroup | None":
-        """The runtime's cgroup with both limits set; None when a limit cannot be set in any hierarchy."""
+        """The runtime's cgroup with both limits set; None when a limit cannot be set in any hierarchy.
+
+        Its folders are named `<this pid>-<name>`: empty ones whose process is gone (a launcher that was
+        killed before close) are removed on the way.
+        """
         self = cls()
+        name = f"{os.getpid()}-{name}"
         try:
             self._create(name, max_processes, memory_bytes)
         except OSError as e:
@@ -107,6 +112,7 @@ class Cgroup:
             # (possible at the mount's root; a folder with processes could not have them).
             parent = Path(v2, V2_PARENT)
             parent.mkdir(exist_ok=True)
+            _reap(parent, "")
             available = set(Path(v2, "cgroup.controllers").read_text().split())
             wanted = [c for c in ("pids", "memory") if c in available and c not in v1]
             for folder in (Path(v2), parent):
@@ -127,6 +133,7 @@ class Cgroup:
                                                                    or not (folder / "memory.swap.max").exists())
             elif controller in v1 and os.access(v1[controller], os.W_OK):
                 folder = Path(v1[controller] + own.get(controller, "/").rstrip("/"), f"oec-{name}")
+                _reap(folder.parent, "oec-")
                 folder.mkdir()
                 self.dirs.append(folder)
                 self.versions.add("v1")
@@ -206,6 +213,23 @@ class Cgroup:
     def describe(self) -> dict:
         return {"mechanism": "cgroup " + "+".join(sorted(self.versions)), "max_processes": self.max_processes,
                 "memory_limit": self.memory_limit}
+
+
+def _reap(parent: Path, prefix: str) -> None:
+    """Remove `parent`'s empty runtime folders (`<prefix><pid>-<id>`) whose launcher pid no longer runs."""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for folder in entries:
+        pid = folder.name[len(prefix):].split("-", 1)[0]
+        if not folder.name.startswith(prefix) or not pid.isdigit() or "-" not in folder.name[len(prefix):]:
+            continue
+        if not Path(f"/proc/{pid}").exists():
+            try:
+                folder.rmdir()  # fails, and is left alone, while any process is still inside
+            except OSError:
+                pass
 
 
 def join_command(cgroup: Cgroup | None, rlimits: list[str], argv: list[str], exec_: bool) -> list[str]:
