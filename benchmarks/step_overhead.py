@@ -5,7 +5,16 @@ runs in the local runtime's session, the observation is rendered, and the `.traj
 atomically. The baseline is the same command through swe-rex's LocalDeployment session (the
 runtime SWE-agent uses). Target: a step at most 0.1x the swe-rex round trip, at step 5 and 75.
 
-    .venv/bin/python benchmarks/step_overhead.py [--steps 80]
+Against mini-swe-agent (PyPI `mini-swe-agent==2.4.6`, installed by this script into its own venv
+under ~/.cache/sweagent-oec/bench): its DefaultAgent with a deterministic model and its
+LocalEnvironment runs the same `echo hi` steps, each timed as its run loop does one (step + saving
+its trajectory). Target: at step ~75 our step <= 0.5x mini's. And constant cost: a 300-step run of
+ours, its last steps (290-299) <= 1.5x its 10th (steps 5-14), medians.
+
+Persistence: each step appends one line to the step log; the `.traj` is written when the run ends
+(sweagent_oec/data/trajectory.py). Step 75 used to rewrite the whole 1.36 MB `.traj`.
+
+    .venv/bin/python benchmarks/step_overhead.py [--steps 80] [--long 300] [--no-mini]
 """
 
 from __future__ import annotations
@@ -13,9 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import subprocess
 import tempfile
 import time
+import venv
 from pathlib import Path
 
 from sweagent_oec.agent.actors import build_actors
@@ -63,9 +75,87 @@ async def swerex_times(n: int) -> list[float]:
         await deployment.stop()
 
 
+MINI = "mini-swe-agent==2.4.6"
+MINI_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sweagent-oec" / "bench" / "mini-swe-agent-2.4.6"
+
+#: mini-swe-agent's run loop, one iteration timed at a time: step() (query, execute, observe) + save().
+MINI_DRIVER = r"""
+import json, sys, time, yaml
+from pathlib import Path
+import minisweagent
+from minisweagent.agents.default import DefaultAgent
+from minisweagent.environments.local import LocalEnvironment
+from minisweagent.models.test_models import DeterministicModel, make_output
+steps, workdir = int(sys.argv[1]), Path(sys.argv[2])
+config = yaml.safe_load((Path(minisweagent.__file__).parent / "config" / "mini.yaml").read_text())
+model = DeterministicModel(outputs=[make_output("check\n\n```bash\necho hi\n```", [{"command": "echo hi"}], cost=0.0)] * steps,
+                           observation_template=config["model"]["observation_template"])
+env = LocalEnvironment(cwd=str(workdir), env=config["environment"]["env"])
+agent = DefaultAgent(model, env, system_template=config["agent"]["system_template"],
+                     instance_template=config["agent"]["instance_template"], output_path=workdir / "mini.traj.json",
+                     cost_limit=0)
+agent.extra_template_vars |= {"task": "Fix the bug in calc.py."}
+agent.add_messages(model.format_message(role="system", content=agent._render_template(agent.config.system_template)),
+                   model.format_message(role="user", content=agent._render_template(agent.config.instance_template)))
+times = []
+for _ in range(steps):
+    started = time.perf_counter()
+    agent.step()
+    agent.save(agent.config.output_path)
+    times.append(time.perf_counter() - started)
+print(json.dumps(times))
+"""
+
+
+def mini_python() -> Path | None:
+    """The python of a venv holding mini-swe-agent (made once, then reused); None if it cannot be made."""
+    python = MINI_VENV / "bin" / "python"
+    check = [str(python), "-c", "import minisweagent.agents.default, yaml"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    try:
+        venv.create(MINI_VENV, with_pip=True, clear=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", MINI, "pyyaml"], check=True, capture_output=True, timeout=900)
+        subprocess.run(check, check=True, capture_output=True)
+        return python
+    except (subprocess.SubprocessError, OSError) as e:
+        print(f"mini-swe-agent could not be installed ({type(e).__name__}); no comparison with it")
+        return None
+
+
+def mini_step_times(python: Path, steps: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        materialize_tinycalc(Path(tmp))  # the same repository as our steps run in
+        env = {**os.environ, "MSWEA_SILENT_STARTUP": "1", "MSWEA_CONFIGURED": "true"}
+        out = subprocess.run([str(python), "-c", MINI_DRIVER, str(steps), str(Path(tmp) / "tinycalc")], capture_output=True,
+                             text=True, env=env, timeout=600)
+        if out.returncode != 0:
+            raise SystemExit(f"mini-swe-agent run failed: {out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compare_with_peers(args, ours: list[float]) -> None:
+    """Additions of issue 20: mini-swe-agent in the same run, and a long run's last steps vs its 10th."""
+    python = None if args.no_mini else mini_python()
+    if python is not None:
+        mini = mini_step_times(python, args.steps)
+        for label, a, b in (("steps 2-11", 2, 12), ("steps 70-79", 70, 80)):
+            o, m = statistics.median(ours[a:b] or ours[-10:]), statistics.median(mini[a:b] or mini[-10:])
+            print(f"mini-swe-agent 2.4.6 step, {label}: {m * 1e3:8.2f} ms median; ours {o * 1e3:.2f} ms: ratio {o / m:.3f}x")
+        print("target: <= 0.5x mini-swe-agent's at step ~75")
+    if args.long:
+        with tempfile.TemporaryDirectory() as tmp:
+            long, _ = agent_step_times(args.long, Path(tmp))
+        tenth, last = statistics.median(long[5:15]), statistics.median(long[-10:])
+        print(f"{args.long}-step run: steps 5-14 {tenth * 1e3:.2f} ms, last 10 {last * 1e3:.2f} ms median: "
+              f"ratio {last / tenth:.2f}x (target <= 1.5x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--long", type=int, default=300, help="steps of the constant-cost run (0: skip)")
+    parser.add_argument("--no-mini", action="store_true", help="skip the mini-swe-agent comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         steps, info = agent_step_times(args.steps, Path(tmp))
@@ -76,6 +166,7 @@ def main() -> None:
     print(f"agent step, steps 2-11:               {early * 1e3:8.2f} ms median  ratio {early / baseline:.3f}x")
     print(f"agent step, steps 70-79:              {late * 1e3:8.2f} ms median  ratio {late / baseline:.3f}x")
     print("target: <= 0.1x at both points")
+    compare_with_peers(args, steps)
 
 
 if __name__ == "__main__":

@@ -309,10 +309,16 @@ def _traj_text(steps: list[dict], history: list[dict], info: dict, replay_config
             '"environment": ' + json.dumps(environment) + "}\n")
 
 
-def _delta(old: list, new: list) -> dict:
-    """`new` as a change of `old`: keep the first `keep` items, replace some, append the rest."""
+def _delta(old: list, new: list, chunk: int = 64) -> dict:
+    """`new` as a change of `old`: keep the first `keep` items, replace some, append the rest.
+    Compared a chunk at a time (one C-level list comparison each), item by item only inside a
+    chunk that differs, so the cost stays near-constant as the conversation grows."""
     keep = min(len(old), len(new))
-    changed = [[i, new[i]] for i in range(keep) if old[i] is not new[i] and old[i] != new[i]]
+    changed = []
+    for start in range(0, keep, chunk):
+        end = min(start + chunk, keep)
+        if old[start:end] != new[start:end]:
+            changed += [[i, new[i]] for i in range(start, end) if old[i] is not new[i] and old[i] != new[i]]
     return {"keep": keep, "set": changed, "add": new[keep:]}
 
 
