@@ -1,87 +1,245 @@
-"""Speed of `convert` against plain `json.load` of the same files, measured in the same run.
+"""`sweagent-oec convert` against SWE-smith's own converter on the same files, in one run: wall time
+and peak memory of each whole process, and memory at 2,000 vs 20,000 trajectories.
 
-Writes N synthetic OEC trajectories of T turns shaped like the run loop's output (every step
-carries its full `query`, so a file grows with the square of its turns), then times:
-  baseline  json.load of every file
-  convert   the whole stage: report join, read, repetition filter, masking, student rewrite,
-            mixing, JSONL + datasets folder + stats
-and prints trajectories/s for both and the ratio (target: convert >= 0.3 of json.load).
+Input: N synthetic trajectories in SWE-agent's layout (`<id>/<id>.traj`, every step's `query` made
+of SWE-agent history items: role, content, agent, message_type, thought, action, tool_calls, as the
+run loop writes them), and SWE-smith's evaluation layout (`<eval>/<id>/report.json`), 90% resolved.
 
-    .venv/bin/python benchmarks/convert_speed.py [--n 2000] [--turns 40]
+Baseline: SWE-smith's converter (`swesmith.train.traj_mgr.utils.transform_traj_xml`, driven over
+the folders as its `transform_to_ft` does: report check, json.load, transform, one JSON line each),
+from PyPI `swesmith==0.0.9` installed by this script into its own venv. The wheel reads its
+inference config from the repository checkout (`agent/swesmith_infer.yaml` beside the package),
+which the wheel does not ship: the script writes one there. If swesmith cannot be installed, the
+baseline is `json.load` + the same message rebuild in plain Python (said so in the output).
+
+Ours: `sweagent-oec convert TRAJS --report EVAL -o OUT --student-config S --no-dataset` (the same
+work: resolved filter, the student's system prompt, actions in its XML style; plus the repetition
+filter, masks, mixing, stats and the drop list), and once more with the `dataset/` folder.
+
+Targets: time <= 1.0x SWE-smith's, peak memory <= 2x, and our peak memory flat (<= 1.1x) from
+2,000 to 20,000 trajectories.
+
+    .venv/bin/python benchmarks/convert_speed.py [--n 2000] [--turns 12] [--flat-n 20000] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import venv
 from pathlib import Path
-
-from sweagent_oec.data.convert import Options, Source, convert
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT_CONFIG = ROOT / "tests" / "data" / "sft" / "student_config.yaml"
+SWESMITH = "swesmith==0.0.9"
+SWESMITH_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sweagent-oec" / "bench" / "swesmith-0.0.9"
+
+#: SWE-smith's converter driven as transform_to_ft drives it (folders, report check, one line each).
+SWESMITH_DRIVER = r"""
+import json, sys
+from pathlib import Path
+from swesmith.train.traj_mgr.utils import transform_traj_xml
+traj_dir, eval_dir, out_path = map(Path, sys.argv[1:4])
+n = 0
+with open(out_path, "w") as out:
+    for folder in sorted(p.name for p in traj_dir.iterdir() if p.is_dir()):
+        report_path = eval_dir / folder / "report.json"
+        if not report_path.exists():
+            continue
+        report = json.load(open(report_path))
+        if not (report[folder] if folder in report else report).get("resolved", False):
+            continue
+        record = transform_traj_xml(json.load(open(traj_dir / folder / f"{folder}.traj")))
+        record["instance_id"] = folder
+        out.write(json.dumps(record) + "\n")
+        n += 1
+print(n)
+"""
+
+#: Fallback when swesmith cannot be installed: json.load and the same message rebuild.
+PLAIN_DRIVER = r"""
+import json, sys
+from pathlib import Path
+traj_dir, eval_dir, out_path = map(Path, sys.argv[1:4])
+def xml(calls):
+    out = []
+    for call in calls or []:
+        args = json.loads(call["function"]["arguments"])
+        out.append("\n".join([f"<function={call['function']['name']}>"] + [f"<parameter={k}>{v}</parameter>" for k, v in args.items()] + ["</function>"]))
+    return "\n".join(out)
+n = 0
+with open(out_path, "w") as out:
+    for folder in sorted(p.name for p in traj_dir.iterdir() if p.is_dir()):
+        report_path = eval_dir / folder / "report.json"
+        if not report_path.exists() or not json.load(open(report_path))[folder]["resolved"]:
+            continue
+        traj = json.load(open(traj_dir / folder / f"{folder}.traj"))
+        messages = []
+        for m in traj["trajectory"][-1]["query"]:
+            if m["role"] == "assistant":
+                content = (m.get("thought", m["content"]) + "\n\n" + xml(m.get("tool_calls"))).strip()
+            else:
+                content = m["content"] if isinstance(m["content"], str) else m["content"][0]["text"]
+            messages.append({"role": "user" if m["role"] == "tool" else m["role"], "content": content})
+        out.write(json.dumps({"messages": messages, "instance_id": folder}) + "\n")
+        n += 1
+print(n)
+"""
+
+INFER_CONFIG = """agent:
+  templates:
+    system_template: |-
+      You are a helpful assistant that can interact with a computer to solve tasks.
+      <IMPORTANT>
+      * If user provides a path, you should NOT assume it's relative to the current working directory.
+      </IMPORTANT>
+"""
+
+
+# ---------------------------------------------------------------- input
 
 
 def synthetic_traj(i: int, turns: int, switch_step: int) -> dict:
-    """A switched run: student then expert, native tool calls, observations of ~30 lines."""
-    history = [{"role": "system", "content": "You are a helpful assistant. " * 40, "message_type": "system_prompt"},
-               {"role": "user", "content": f"Issue {i}: " + "the function returns the wrong value. " * 40,
-                "message_type": "observation"}]
+    """A switched run (student, then expert) with native tool calls, written as the run loop writes
+    it: SWE-agent history items in `history` and in every step's `query`."""
+    history = [{"role": "system", "content": "You are a helpful assistant. " * 40, "agent": "main", "message_type": "system_prompt"},
+               {"role": "user", "content": f"<uploaded_files>\n/testbed\n</uploaded_files>\nIssue {i}: "
+                + "the function returns the wrong value. " * 40, "agent": "main", "message_type": "observation"}]
     steps = []
     for j in range(turns):
         role = "student" if j < switch_step else "expert"
         command = f"grep -n 'def f{j}' src/module_{i % 50}.py" if j % 3 else f"python -m pytest tests/test_{j}.py -q"
         query = list(history)
-        call = {"id": f"call_{j}", "type": "function", "function": {"name": "bash", "arguments": json.dumps({"command": command})}}
+        thought = f"Thought {j}: " + "I check the code path. " * 10
+        call = {"id": f"call_{i}_{j}", "type": "function", "function": {"name": "bash", "arguments": json.dumps({"command": command})}}
+        output = f"line {j} of output\n" * 30
         history = history + [
-            {"role": "assistant", "content": f"Thought {j}: " + "I check the code path. " * 10, "tool_calls": [call],
-             "message_type": "action", "model_role": role, "model_name": f"{role}-model"},
-            {"role": "tool", "content": "OBSERVATION:\n" + f"line {j} of output\n" * 30, "tool_call_ids": [f"call_{j}"],
-             "message_type": "observation"}]
-        steps.append({"action": command, "observation": f"line {j} of output\n" * 30, "response": "", "thought": f"Thought {j}",
+            {"role": "assistant", "content": thought, "agent": "main", "message_type": "action", "thought": thought,
+             "action": command, "tool_calls": [call], "model_role": role, "model_name": f"{role}-model"},
+            {"role": "tool", "content": "OBSERVATION:\n" + output, "agent": "main", "message_type": "observation",
+             "tool_call_ids": [call["id"]]}]
+        steps.append({"action": command, "observation": output, "response": thought, "thought": thought,
                       "execution_time": 0.1, "state": {}, "query": query,
                       "extra_info": {"tool_call": {"name": "bash", "arguments": {"command": command}}},
                       "model_role": role, "model_name": f"{role}-model"})
-    info = {"submission": "diff", "exit_status": "submitted",
+    info = {"submission": "diff --git a/x b/x", "exit_status": "submitted",
+            "model_stats": {"instance_cost": 0.1, "tokens_sent": 1000, "tokens_received": 100, "api_calls": turns},
             "oec": {"switch_step": switch_step, "switched": True, "student_model": "student-model", "expert_model": "expert-model"}}
-    return {"trajectory": steps, "history": history, "info": info, "replay_config": {}, "environment": {"workdir": "/testbed"}}
+    return {"trajectory": steps, "history": history, "info": info, "replay_config": json.dumps({"agent": {"model": {"name": "switching"}}}),
+            "environment": {"workdir": "/testbed"}}
+
+
+def write_input(folder: Path, n: int, turns: int) -> tuple[Path, Path, float]:
+    trajs, evals = folder / "trajs", folder / "eval"
+    for i in range(n):
+        instance_id = f"inst_{i:05d}"
+        (trajs / instance_id).mkdir(parents=True)
+        # Commands differ per turn, so the repetition filter keeps them (SWE-smith has none).
+        (trajs / instance_id / f"{instance_id}.traj").write_text(json.dumps(synthetic_traj(i, turns, switch_step=i % max(turns - 1, 1))))
+        (evals / instance_id).mkdir(parents=True)
+        (evals / instance_id / "report.json").write_text(json.dumps({instance_id: {"resolved": i % 10 != 0}}))
+    size = sum(f.stat().st_size for f in trajs.rglob("*.traj")) / 1e6
+    return trajs, evals, size
+
+
+# ---------------------------------------------------------------- the peer
+
+
+def swesmith_python() -> Path | None:
+    """The python of a venv holding swesmith (made once, then reused); None if it cannot be made."""
+    python = SWESMITH_VENV / "bin" / "python"
+    check = [str(python), "-c", "from swesmith.train.traj_mgr.utils import transform_traj_xml"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    try:
+        venv.create(SWESMITH_VENV, with_pip=True, clear=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", SWESMITH, "pyyaml", "tqdm"], check=True,
+                       capture_output=True, timeout=900)
+        site = subprocess.run([str(python), "-c", "import swesmith; print(swesmith.REPO_DIR)"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        (Path(site) / "agent").mkdir(exist_ok=True)
+        (Path(site) / "agent" / "swesmith_infer.yaml").write_text(INFER_CONFIG)
+        subprocess.run(check, check=True, capture_output=True)
+        return python
+    except (subprocess.SubprocessError, OSError) as e:
+        print(f"swesmith could not be installed ({type(e).__name__}); baseline: json.load + message rebuild", file=sys.stderr)
+        return None
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system, its worker processes included) and peak RSS in MiB
+    of `cmd`, measured by a wrapper process that waits for it (wait4)."""
+    wrapper = ("import os, subprocess, sys, time, json\n"
+               "t = time.perf_counter(); p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+               "err = p.stderr.read().decode()[-2000:]\n"
+               "_, status, usage = os.wait4(p.pid, 0); wall = time.perf_counter() - t\n"
+               "print(json.dumps({'wall': wall, 'cpu': usage.ru_utime + usage.ru_stime, 'rss_kib': usage.ru_maxrss, 'status': status, 'err': err}))")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    if result["status"] != 0:
+        raise SystemExit(f"{' '.join(cmd[:5])} ... failed: {result['err']}")
+    return result["wall"], result["cpu"], result["rss_kib"] / 1024
+
+
+def ours(trajs: Path, evals: Path, out: Path, dataset: bool = False, workers: int = 0) -> list[str]:
+    return [sys.executable, "-m", "sweagent_oec.cli", "convert", str(trajs), "--report", str(evals), "-o", str(out),
+            "--student-config", str(STUDENT_CONFIG), "--workers", str(workers)] + ([] if dataset else ["--no-dataset"])
+
+
+def compare(tmp: Path, n: int, turns: int, repeats: int, peer: list[str], peer_name: str, variants: bool = True) -> dict:
+    trajs, evals, size = write_input(tmp / f"in_{n}_{turns}", n, turns)
+    commands = {peer_name: lambda r: peer + [str(trajs), str(evals), str(tmp / f"peer_{n}_{turns}_{r}.jsonl")],
+                "ours": lambda r: ours(trajs, evals, tmp / f"ours_{n}_{turns}_{r}"),
+                "ours 1 process": lambda r: ours(trajs, evals, tmp / f"ours1_{n}_{turns}_{r}", workers=1)}
+    if variants:
+        commands["ours +dataset/"] = lambda r: ours(trajs, evals, tmp / f"oursd_{n}_{turns}_{r}", dataset=True)
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+    for r in range(repeats):  # interleaved, so a busy moment hits every variant
+        for name, command in commands.items():
+            runs[name].append(run_measured(command(r)))
+    peer_lines = sum(1 for _ in open(tmp / f"peer_{n}_{turns}_0.jsonl"))
+    our_lines = sum(1 for _ in open(tmp / f"ours_{n}_{turns}_0" / "train.jsonl"))
+    med = {k: tuple(statistics.median(x[i] for x in v) if i < 2 else max(x[i] for x in v) for i in range(3)) for k, v in runs.items()}
+    base = med[peer_name]
+    print(f"\n{n} trajectories x {turns} turns ({size:.0f} MB); records: {peer_name} {peer_lines}, ours {our_lines}; "
+          f"median of {repeats}, on {os.cpu_count()} CPUs")
+    for name, (wall, cpu, mem) in med.items():
+        print(f"  {name:15s} wall {wall:6.2f} s ({wall / base[0]:4.2f}x)  cpu {cpu:6.2f} s ({cpu / base[1]:4.2f}x)  "
+              f"peak {mem:6.1f} MiB ({mem / base[2]:4.2f}x)")
+    return med
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--turns", type=int, default=40)
+    parser.add_argument("--turns", type=int, default=12)
+    parser.add_argument("--flat-n", type=int, default=20000, help="second size for the flat-memory check (0: skip)")
+    parser.add_argument("--flat-turns", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    python = swesmith_python()
+    peer, peer_name = ([str(python), "-c", SWESMITH_DRIVER], "swe-smith") if python else ([sys.executable, "-c", PLAIN_DRIVER], "json.load")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "trajs"
-        ids = []
-        for i in range(args.n):
-            instance_id = f"inst_{i:05d}"
-            path = folder / instance_id / f"{instance_id}.traj"
-            path.parent.mkdir(parents=True)
-            path.write_text(json.dumps(synthetic_traj(i, args.turns, switch_step=i % args.turns)))
-            ids.append(instance_id)
-        report = Path(tmp) / "report.json"
-        report.write_text(json.dumps({"ids_resolved": ids, "ids_unresolved": [], "ids_error": []}))
-        files = sorted(folder.rglob("*.traj"))
-        size = sum(f.stat().st_size for f in files) / 1e6
-
-        started = time.perf_counter()
-        for f in files:
-            with open(f) as fh:
-                json.load(fh)
-        baseline = args.n / (time.perf_counter() - started)
-
-        started = time.perf_counter()
-        stats = convert(Options([Source("bench", [folder], report)], Path(tmp) / "out", student_config=STUDENT_CONFIG))
-        ours = args.n / (time.perf_counter() - started)
-
-    print(f"{args.n} trajectories x {args.turns} turns ({size:.0f} MB); converted {stats['counts']['train']}")
-    print(f"json.load: {baseline:8.1f} trajectories/s")
-    print(f"convert:   {ours:8.1f} trajectories/s")
-    print(f"ratio: {ours / baseline:.2f} (target >= 0.3)")
+        tmp = Path(tmp)
+        med = compare(tmp, args.n, args.turns, args.repeats, peer, peer_name)
+        print(f"time {med['ours'][0] / med[peer_name][0]:.2f}x {peer_name}'s (target <= 1.0), "
+              f"peak memory {med['ours'][2] / med[peer_name][2]:.2f}x (target <= 2.0)")
+        if args.flat_n:
+            small = compare(tmp, 2000, args.flat_turns, 1, peer, peer_name, variants=False)
+            shutil.rmtree(tmp / f"in_2000_{args.flat_turns}")
+            large = compare(tmp, args.flat_n, args.flat_turns, 1, peer, peer_name, variants=False)
+            print(f"peak memory at {args.flat_n} vs 2000 trajectories: ours {large['ours'][2] / small['ours'][2]:.2f}x (target <= 1.1), "
+                  f"{peer_name} {large[peer_name][2] / small[peer_name][2]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ instead, and touches nothing else.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -35,10 +36,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from collections.abc import Iterator
 
 from sweagent_oec.data.actions import canonical_style
 from sweagent_oec.data import filters, mixing, sft
-from sweagent_oec.data.trajectory import TrajectoryFormatError, find_trajectories
+from sweagent_oec.data.trajectory import TrajectoryFormatError
 from sweagent_oec.errors import UserError
 from sweagent_oec.files import atomic_write_text
 
@@ -165,17 +167,31 @@ class Spool:
 # ---------------------------------------------------------------- inputs
 
 
-def trajectory_files(paths: list[Path]) -> list[Path]:
-    """The `.traj` files to convert (checked before anything is written)."""
-    files: list[Path] = []
+def check_paths(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"trajectory path {path} does not exist; pass .traj files or folders holding them")
+
+
+def trajectory_files(paths: list[Path]) -> Iterator[str]:
+    """The `.traj` files to convert, as path strings, in `sorted(rglob("*.traj"))` order, listed
+    one folder at a time (a folder of 50k instance folders costs its names, not 50k Paths)."""
     for path in paths:
         if path.is_dir():
-            files += find_trajectories(path)
+            yield from _walk(str(path))
         elif path.is_file():
-            files.append(path)
+            yield str(path)
         else:
             raise UserError(f"trajectory path {path} does not exist; pass .traj files or folders holding them")
-    return files
+
+
+def _walk(folder: str) -> Iterator[str]:
+    for name in sorted(os.listdir(folder)):
+        full = os.path.join(folder, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            yield from _walk(full)
+        elif name.endswith(".traj") and os.path.isfile(full):
+            yield full
 
 
 def sidecar_switch_step(traj: Path) -> int | None:
@@ -221,11 +237,14 @@ class Job:
 _JOB: Job | None = None  # set by the stage before its workers fork
 
 
-def convert_file(task: tuple[Path, str, str | None]) -> tuple[Encoded | None, Tally]:
+def convert_file(task: tuple[str, str, str | None]) -> tuple[Encoded | None, Tally]:
     """One trajectory -> its encoded record (None if dropped) and what happened to it. Runs in a
     worker process; everything it needs is in `_JOB`."""
-    path, instance_id, status = task
-    job, tally = _JOB, Tally()
+    name, instance_id, status = task
+    path, job, tally = Path(name), _JOB, Tally()
+    if job.options.resolved_only and status != filters.RESOLVED:
+        tally.drop("resolved_filter", status, path, instance_id)
+        return None, tally
     try:
         record = _record(path, instance_id, status, job.options, job.prompt, tally, job.instances)
     except TrajectoryFormatError as e:
@@ -237,40 +256,37 @@ def convert_file(task: tuple[Path, str, str | None]) -> tuple[Encoded | None, Ta
     return (encode(record, job.tokenizer) if record is not None else None), tally
 
 
-def convert_source(files: list[Path], report: dict[str, str] | None, options: Options, tally: Tally, dropped: IO[str],
+def convert_source(files: Iterator[str], report: dict[str, str] | None, options: Options, tally: Tally, dropped: IO[str],
                    spool: Spool, workers: int) -> list[Ref]:
-    """Every file of one source, in order: the resolved filter here, the rest in `workers` processes."""
+    """Every file of one source, converted in `workers` processes, results taken in input order."""
+    def tasks():
+        for path in files:
+            tally.counts["files"] += 1
+            instance_id = os.path.splitext(os.path.basename(path))[0]
+            yield path, instance_id, report.get(instance_id, filters.MISSING) if report is not None else None
+
     refs = []
-    tasks = []
-    for path in files:
-        tally.counts["files"] += 1
-        instance_id = path.stem
-        status = report.get(instance_id, filters.MISSING) if report is not None else None
-        if options.resolved_only and status != filters.RESOLVED:
-            tally.drop("resolved_filter", status, path, instance_id)
-            continue
-        tasks.append((path, instance_id, status))
-    dropped.writelines(json.dumps(d) + "\n" for d in tally.dropped)
-    tally.dropped.clear()
-    for encoded, file_tally in _ordered_map(convert_file, tasks, workers):
+    for encoded, file_tally in _ordered_map(convert_file, tasks(), workers):
         tally.absorb(file_tally, dropped)
         if encoded is not None:
             refs.append(spool.add(encoded))
     return refs
 
 
-def _ordered_map(fn, tasks: list, workers: int):
+def _ordered_map(fn, tasks: Iterator, workers: int):
     """`map(fn, tasks)` in `workers` forked processes, results in order, at most a few per worker
     in flight (memory stays bounded however many tasks there are)."""
-    if workers <= 1 or len(tasks) < 8 * workers or threading.active_count() > 1:
-        yield from map(fn, tasks)  # few files, or threads that a fork would copy mid-flight: one process
+    window = 4 * workers
+    first = list(itertools.islice(tasks, 2 * window))
+    if workers <= 1 or len(first) < 2 * window or threading.active_count() > 1:
+        # Few files, or threads that a fork would copy mid-flight: one process.
+        yield from map(fn, itertools.chain(first, tasks))
         return
     import multiprocessing
 
-    window = 4 * workers
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        pending = deque(pool.apply_async(fn, (t,)) for t in tasks[:window])
-        for task in tasks[window:]:
+        pending = deque(pool.apply_async(fn, (t,)) for t in first)
+        for task in tasks:
             yield pending.popleft().get()
             pending.append(pool.apply_async(fn, (task,)))
         while pending:
@@ -362,7 +378,8 @@ def convert(options: Options) -> dict:
 
         instances = {inst.instance_id: inst for inst in load_instances(options.instances, options.split)}
     heldout_ids = read_heldout(options.heldout) if options.heldout else set()
-    files = {s.name: trajectory_files(s.paths) for s in options.sources}
+    for s in options.sources:
+        check_paths(s.paths)
     # Read up front: a bad report fails here, before anything is written.
     reports = {s.name: filters.load_report(s.report) if s.report else None for s in options.sources}
     tokenizer = _load_tokenizer(options.tokenizer) if options.tokenizer else None
@@ -373,13 +390,13 @@ def convert(options: Options) -> dict:
     _remove_stale(output)
     aside = Path(tempfile.mkdtemp(dir=output, prefix=f".convert.{os.getpid()}."))
     try:
-        return _run(options, output, aside, prompt, instances, heldout_ids, files, reports, tokenizer)
+        return _run(options, output, aside, prompt, instances, heldout_ids, reports, tokenizer)
     finally:
         shutil.rmtree(aside, ignore_errors=True)
 
 
 def _run(options: Options, output: Path, aside: Path, prompt, instances, heldout_ids: set[str],
-         files: dict[str, list[Path]], reports: dict[str, dict | None], tokenizer) -> dict:
+         reports: dict[str, dict | None], tokenizer) -> dict:
     global _JOB
     workers = options.workers or min(os.cpu_count() or 1, 4)
     if tokenizer is not None:
@@ -388,7 +405,7 @@ def _run(options: Options, output: Path, aside: Path, prompt, instances, heldout
     with open(aside / "dropped.jsonl", "w") as dropped, open(aside / ".records", "w+b") as records:
         tally, spool = Tally(), Spool(records)
         try:
-            by_source = {s.name: convert_source(files[s.name], reports[s.name], options, tally, dropped, spool, workers)
+            by_source = {s.name: convert_source(trajectory_files(s.paths), reports[s.name], options, tally, dropped, spool, workers)
                          for s in options.sources}
         finally:
             _JOB = None

@@ -16,6 +16,7 @@ Defaults and the reasons for them are in data/README.md.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,11 @@ def load_report(path: Path | str) -> dict[str, str]:
         aggregate = path / "report.json"
         if aggregate.is_file():
             return _aggregate(_read_json(aggregate), aggregate)
-        statuses = {sub.parent.name: _instance_status(_read_json(sub), sub) for sub in sorted(path.glob("*/report.json"))}
+        statuses = {}
+        for name in sorted(os.listdir(path)):  # names, not 50k Paths at once
+            sub = os.path.join(path, name, "report.json")
+            if os.path.isfile(sub):
+                statuses[name] = _instance_status(_read_json(Path(sub)), Path(sub))
         if not statuses:
             raise UserError(f"folder {path} holds no report.json nor <instance_id>/report.json files; run `sweagent-oec eval` first")
         return statuses
