@@ -143,8 +143,9 @@ class BatchRun:
                  redo_existing: bool = False):
         self.config, self.instances, self.output_dir = config, instances, Path(output_dir)
         self.num_workers, self.redo_existing = max(1, num_workers), redo_existing
-        if self.output_dir.exists() and not self.output_dir.is_dir():
-            raise UserError(f"output folder {self.output_dir} is a file; give a folder with -o/--output-dir")
+        blocking = next((p for p in (self.output_dir, *self.output_dir.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise UserError(f"output folder {self.output_dir} cannot be made: {blocking} is a file; give a folder with -o/--output-dir")
         for instance in instances:  # ids become paths under output_dir; two runs of one id would share a .traj
             check_instance_id(instance.instance_id)
         check_unique_ids([instance.instance_id for instance in instances], "instances to run")

@@ -194,3 +194,15 @@ def test_tasks_synth_on_an_empty_folder(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path / "norepo", check=True)
     assert "without a commit" in one_line_error(cli("tasks", "synth", tmp_path / "norepo", "--out", tmp_path / "work"))
     assert not (tmp_path / "work").exists()
+
+
+def test_output_folders_under_a_file(tmp_path):
+    instances, run_dir = eval_setup(tmp_path)
+    (tmp_path / "afile").write_text("x\n")
+    config = replay_config(tmp_path)
+    before = snapshot(tmp_path)
+    line = one_line_error(cli("eval", "--instances", instances, "--gold", "--run-id", "r", "--output-dir", tmp_path / "afile" / "sub"))
+    assert "afile is a file" in line
+    line = one_line_error(cli("run-batch", "-c", config, "-i", instances, "-o", tmp_path / "afile" / "out", "--no-progress"))
+    assert "afile is a file" in line
+    assert snapshot(tmp_path) == before

@@ -55,6 +55,10 @@ def eval_command(
         what = "has no predictions" if not preds else f"has no prediction for any of the {len(dataset)} instances"
         raise UserError(f"{predictions} {what} (of {instances}{', --instance-ids' if instance_ids else ''}); "
                         "nothing evaluated, nothing written: check --predictions and --instances")
+    run_dir = output_dir / run_id
+    blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UserError(f"{run_dir} cannot be made: {blocking} is a file; give another --output-dir or --run-id")
     opts = EvalOptions(run_id=run_id, output_dir=output_dir, workers=workers, timeout=timeout, runtime=runtime,
                        redo_existing=redo_existing, gold=gold, policy=grading)  # type: ignore[arg-type]
     from sweagent_oec.harness.swebench import choose_harness, evaluate_swebench
