@@ -43,14 +43,18 @@ def smith_instance(docker_host, tmp_path_factory):  # noqa: F811
     subprocess.run(["git", "apply", "-"], cwd=repo, env=GIT_ENV, input=task.patch, text=True, check=True)
     for args in (["commit", "-qam", "Bug Patch"], ["checkout", "-q", "main"]):
         subprocess.run(["git", *args], cwd=repo, env=GIT_ENV, check=True, capture_output=True)
-    if _podman("image", "exists", IMAGE, check=False).returncode != 0:
+    # Rebuilt when the task changes: the label is the commits it was made from.
+    recipe = "-".join(subprocess.run(["git", "rev-parse", "main", task.instance_id], cwd=repo, env=GIT_ENV, check=True,
+                                     capture_output=True, text=True).stdout.split())
+    have = _podman("image", "inspect", "--format", "{{ index .Labels \"oec.recipe\" }}", IMAGE, check=False)
+    if have.returncode != 0 or have.stdout.strip() != recipe:
         name = "oec-build-tinycalcsmith"
         _podman("rm", "-f", name, check=False)
         try:
             _podman("run", "--name", name, "--network", "none", "-v", f"{repo}:/src:ro", "oec-base:bookworm", "bash", "-euc",
                     "git clone -q --no-single-branch /src /testbed && cd /testbed && "
                     f"git branch -q {task.instance_id} origin/{task.instance_id} && git remote remove origin")
-            _podman("commit", "-q", "--change", "WORKDIR /testbed", name, IMAGE)
+            _podman("commit", "-q", "--change", "WORKDIR /testbed", "--change", f"LABEL oec.recipe={recipe}", name, IMAGE)
         finally:
             _podman("rm", "-f", name, check=False)
     row = task.model_dump(mode="json", exclude={"local"})
