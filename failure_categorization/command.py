@@ -20,6 +20,7 @@ def categorize_command(
     compare: List[str] = typer.Option([], "--compare", help="[LABEL=]DIR of an earlier run's output (<out>/<label>); repeat. Plots only, no judging."),
     taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="Taxonomy YAML (categories, rubric, prerules) (default: the shipped one)."),
     instances: Optional[Path] = typer.Option(None, "--instances", help="Instances .json/.jsonl: problem statements and gold patches for the judge."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of --instances when it is a datasets folder (default: train, else its only split)."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="litellm model name of the judge, e.g. anthropic/claude-sonnet-4-20250514."),
     judge_api_base: Optional[str] = typer.Option(None, "--judge-api-base", help="Base URL of an OpenAI-compatible judge server."),
     judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="Name of the environment variable holding the judge's API key."),
@@ -135,7 +136,7 @@ def categorize_command(
         protocol=protocol,
         workers=workers,
         cost_limit=cost_limit,
-        instances=load_instances(instances) if instances else {},
+        instances=load_instances(instances, split) if instances else {},
     )
     summaries = stage.categorize(specs, settings, output_dir, show_progress=not no_progress)
     for name, s in summaries.items():

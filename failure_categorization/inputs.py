@@ -70,11 +70,11 @@ def load_report(path: Path) -> Report:
     return Report(lists["ids_resolved"], lists["ids_unresolved"], lists["ids_error"])
 
 
-def load_instances(path: Path) -> dict[str, Instance]:
+def load_instances(path: Path, split: str | None = None) -> dict[str, Instance]:
     """The task instances by id, from any source the tasks loader reads (JSON, JSONL, datasets)."""
     from sweagent_oec.tasks.instances import load_instances as load
 
-    return {inst.instance_id: inst for inst in load(path)}
+    return {inst.instance_id: inst for inst in load(path, split)}
 
 
 def repo_of(instance_id: str, instance: Instance | None) -> str:

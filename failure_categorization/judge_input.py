@@ -44,6 +44,15 @@ def clip(text: str, limit: int, keep: str = "both") -> str:
     return f"{text[:half]}\n[... {cut} characters clipped ...]\n{text[len(text) - (limit - half):]}"
 
 
+def gold_fix(instance: Instance | None) -> str:
+    """The reference fix: SWE-bench's gold patch as it is; for SWE-smith tasks the bug patch reversed."""
+    if instance is None:
+        return ""
+    if instance.is_swebench:
+        return getattr(instance, "gold_patch", "") or ""
+    return reverse_patch(instance.patch) if instance.patch else ""
+
+
 def reverse_patch(patch: str) -> str:
     """The inverse of a unified diff: SWE-smith's `patch` introduces the bug, its reverse is the fix.
 
@@ -137,8 +146,8 @@ def render_case(traj: Trajectory, instance: Instance | None, cfg: InputConfig) -
         block.append(f"Observation:\n{clip(step.observation, cfg.max_observation_chars)}")
         detail.append("\n".join(block))
     parts.append(f"## The last {len(detail)} actions in full\n" + ("\n\n".join(detail) or "(the agent took no action)"))
-    if instance is not None and instance.patch:
-        parts.append(f"## Gold patch (the reference fix)\n{clip(reverse_patch(instance.patch), cfg.max_patch_chars, 'head')}")
+    if gold := gold_fix(instance):
+        parts.append(f"## Gold patch (the reference fix)\n{clip(gold, cfg.max_patch_chars, 'head')}")
     submission = traj.info.submission or ""
     parts.append(f"## Model patch (what the agent submitted)\n{clip(submission, cfg.max_patch_chars, 'head') if submission.strip() else '(empty: no patch)'}")
     return "\n\n".join(parts)

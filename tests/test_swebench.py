@@ -221,3 +221,13 @@ def test_run_batch_skips_and_counts(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "skipped 2 of 3 instances (empty problem statement: 1, language go: 1)" in done.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir() and not p.name.startswith(".")) == [task["instance_id"]]
+
+
+def test_the_judge_sees_swebench_gold_fix_as_it_is():
+    """failure_categorization's judge input: SWE-bench's fix unchanged, SWE-smith's bug reversed."""
+    from failure_categorization.judge_input import gold_fix, reverse_patch
+
+    django, flask = load_instances(VERIFIED)
+    [smith] = load_instances(SWESMITH)
+    assert gold_fix(flask) == raw_rows()[1]["patch"] and "+        if not name:" in gold_fix(flask)
+    assert gold_fix(smith) == reverse_patch(smith.patch) and gold_fix(None) == ""
