@@ -6,7 +6,8 @@ Two rules (DESIGN section 6b: no secret reaches any output file):
   password, authorization, ...; any nesting, `completion_kwargs.extra_headers` and
   `env.env_variables` included), or a string that looks like a provider key (`sk-...`, `hf_...`,
   `Bearer ...`), becomes "***" in what is written, unless it is a `$VAR` / `${VAR}` reference,
-  which is kept as written: it names the secret without holding it.
+  which is kept as written: it names the secret without holding it. So do the password and the
+  secret-looking query parameters of a URL (`https://u:***@host/v1?key=***`).
 - `scrub(text)`: the secret values this process knows (`remember`ed from the resolved config, and
   the values of API-key-like environment variables) are replaced by "***". Error messages, exit
   reasons and log lines go through it before they are written or printed; `install_log_scrubber`
@@ -39,6 +40,11 @@ _SECRET_VALUE = re.compile(
     r"|AIza[0-9A-Za-z_-]{30,})$"
 )
 
+#: Credentials inside a URL (`api_base`): the password of `user:password@host`, and the value of a
+#: query parameter with a secret-looking name (`?key=...`, `&access_token=...`).
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:\s]*:)([^/@\s]+)(@)", re.I)
+_URL_PARAM = re.compile(r"([?&])([^=&#\s]+)=([^&#\s]*)")
+
 _known: set[str] = set()
 _lock = threading.Lock()
 
@@ -63,6 +69,26 @@ def looks_like_secret(value: Any) -> bool:
     return isinstance(value, str) and bool(_SECRET_VALUE.match(value.strip()))
 
 
+def url_secrets(value: str) -> list[str]:
+    """The credentials a URL carries (see `_URL_PASSWORD`, `_URL_PARAM`)."""
+    found = []
+    if "://" not in value:
+        return found
+    match = _URL_PASSWORD.match(value)
+    if match:
+        found.append(match.group(2))
+    found += [m.group(3) for m in _URL_PARAM.finditer(value) if m.group(3) and is_secret_key(m.group(2))]
+    return found
+
+
+def _redact_url(value: str) -> str:
+    if "://" not in value:
+        return value
+    value = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(3), value)
+    return _URL_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}" if is_secret_key(m.group(2)) and m.group(3)
+                          else m.group(0), value)
+
+
 def redact(data: Any, secret: bool = False) -> Any:
     """A copy of `data` with secret strings replaced by "***" (`$VAR` references kept)."""
     if isinstance(data, dict):
@@ -71,6 +97,8 @@ def redact(data: Any, secret: bool = False) -> Any:
         return [redact(v, secret) for v in data]
     if isinstance(data, str) and (secret or looks_like_secret(data)) and not is_reference(data):
         return REDACTED
+    if isinstance(data, str):
+        return _redact_url(data)
     if hasattr(data, "get_secret_value"):  # pydantic SecretStr
         return REDACTED
     return data
@@ -101,6 +129,9 @@ def remember_config(data: Any, secret: bool = False) -> None:
     elif hasattr(data, "get_secret_value") or (isinstance(data, str) and (secret or looks_like_secret(data))):
         if not is_reference(data):
             remember(data)
+    elif isinstance(data, str):
+        for value in url_secrets(data):
+            remember(value)
 
 
 def env_secrets() -> set[str]:

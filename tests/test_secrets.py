@@ -52,6 +52,15 @@ def test_redaction_keeps_references_and_blanks_literals_at_any_depth():
     assert s["api_base"] == "http://127.0.0.1:1/v1" and data["agent"]["model"]["models"][0]["api_key"].startswith("sk-")
 
 
+def test_credentials_inside_urls():
+    data = {"api_base": "https://user:pw-0123456789@proxy.example/v1?key=AIzaQ1w2e3r4t5&alt=json",
+            "local": "http://127.0.0.1:8000/v1", "docs": "https://host/x?page=2&access_token=tok-13572468"}
+    assert redact_secrets(data) == {"api_base": "https://user:***@proxy.example/v1?key=***&alt=json",
+                                    "local": "http://127.0.0.1:8000/v1", "docs": "https://host/x?page=2&access_token=***"}
+    secrets.remember_config(data)
+    assert secrets.scrub("sent pw-0123456789 and AIzaQ1w2e3r4t5 and tok-13572468") == "sent *** and *** and ***"
+
+
 def test_resolved_secrets_are_remembered_and_scrubbed(monkeypatch):
     monkeypatch.setenv("SCRUB_TEST_REF", "ref-value-0123456789")
     build_config({"agent": {"model": {"name": "openai/x", "api_key": "$SCRUB_TEST_REF", "per_instance_cost_limit": 0,
