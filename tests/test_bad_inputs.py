@@ -16,7 +16,8 @@ from sweagent_oec.tasks.instances import Instance, check_unique_ids, load_instan
 from tests.agent_helpers import SOLUTION, tinycalc
 
 CLI = [sys.executable, "-m", "sweagent_oec.cli"]
-BAD_IDS = ["../escape", "a/b", "a\\b", "..", ".hidden", "new\nline", "tab\there", "nul\x00", "esc\x1b[2J", "", "x" * 300]
+BAD_IDS = ["../escape", "a/b", "a\\b", "..", ".hidden", "new\nline", "tab\there", "nul\x00", "esc\x1b[2J", "", "x" * 300,
+           "rtl\u202eexe.fdp", "line\u2028sep", "zero\u200bwidth"]
 
 
 def cli(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -101,6 +102,8 @@ def test_duplicate_ids_are_an_error(tmp_path):
     assert snapshot(tmp_path) == before
     with pytest.raises(UserError, match="'a' appears more than once"):
         check_unique_ids(["a", "b", "a"])
+    with pytest.raises(UserError, match="'Django__x-1' and 'django__x-1' differ only in case"):
+        check_unique_ids(["django__x-1", "Django__x-1"])
 
 
 def test_a_prediction_with_a_bad_id_is_refused(tmp_path):

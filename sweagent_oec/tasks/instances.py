@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,8 @@ def id_problem(instance_id: str) -> str | None:
         return "it contains '..'"
     if instance_id.startswith("."):
         return "it starts with '.'"
-    if any(ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in instance_id):
-        return "it contains a control character"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in instance_id):
+        return "it contains a control or invisible formatting character"
     if len(instance_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         return f"it is longer than {MAX_ID_BYTES} bytes"
     return None
@@ -116,12 +117,15 @@ def check_instance_id(instance_id: str, where: str = "") -> str:
 
 
 def check_unique_ids(ids: list[str], where: str = "") -> None:
-    """Two instances with one id would write the same files: a UserError naming the first duplicate."""
-    seen: set[str] = set()
+    """Two instances with one id would write the same files: a UserError naming the first duplicate.
+    Ids that differ only in case count as one (they share a folder on macOS and Windows)."""
+    seen: dict[str, str] = {}
     for iid in ids:
-        if iid in seen:
-            raise UserError(f"{where}{': ' if where else ''}instance id {iid!r} appears more than once; ids must be unique.")
-        seen.add(iid)
+        other = seen.get(iid.casefold())
+        if other is not None:
+            same = "appears more than once" if other == iid else f"and {other!r} differ only in case"
+            raise UserError(f"{where}{': ' if where else ''}instance id {iid!r} {same}; ids must be unique.")
+        seen[iid.casefold()] = iid
 
 
 class Instance(BaseModel):
