@@ -291,8 +291,11 @@ def _run(s: _Session, instance: Instance, opts: EvalOptions) -> dict:
         if opts.policy == "strict":
             statuses = verdict.statuses
         tampering += verdict.tampering
-        tampering += log_disagreements(PARSERS["pytest"](output), verdict.statuses,
-                                       [*instance.FAIL_TO_PASS, *instance.PASS_TO_PASS])
+        listed = [*instance.FAIL_TO_PASS, *instance.PASS_TO_PASS]
+        # What the printed log claims (read both ways: ours keeps the worst status, SWE-smith's the
+        # last line) must agree with what the guard saw.
+        tampering += log_disagreements(statuses, verdict.statuses, listed)
+        tampering += log_disagreements(PARSERS["pytest"](output), verdict.statuses, listed)
         problems = [*verdict.incomplete, *run_problems(statuses, instance.FAIL_TO_PASS)]
     return report_from_statuses(
         statuses, instance.FAIL_TO_PASS, instance.PASS_TO_PASS,
