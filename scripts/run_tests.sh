@@ -8,8 +8,8 @@ cd "$ROOT"
 args=()
 if [ "${CI:-}" = "true" ] || [ "${OEC_SLOW:-}" = "1" ]; then
   # The slow tests include the main job, whose local student needs the 'student' extra, and a
-  # two-process ZeRO-3 run on CPU, which needs 'multigpu' (deepspeed).
-  export OEC_EXTRAS="train,analysis,dev,student,multigpu"
+  # two-process ZeRO-3 run on CPU, which needs 'multigpu' (deepspeed); the Ray cluster tests need 'ray'.
+  export OEC_EXTRAS="train,analysis,dev,student,multigpu,ray"
   args=(-m "slow or not slow")
 fi
 scripts/bootstrap.sh

@@ -10,6 +10,7 @@ are rewritten atomically as each instance finishes.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -51,10 +52,24 @@ log = logging.getLogger(__name__)
 EXIT_STATUS_FILE = "run_batch_exit_statuses.yaml"
 
 
+def slurm_shard() -> str:
+    """This array job's `i/N` from SLURM_ARRAY_TASK_ID/_COUNT (ids may start above 0: _MIN is subtracted)."""
+    env = os.environ
+    try:
+        task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+        first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+    except (KeyError, ValueError):
+        raise UserError("--shard slurm needs SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (run it as an sbatch --array job)") from None
+    return f"{task - first}/{count}"
+
+
 def shard(instances: list[Instance], spec: str | None) -> list[Instance]:
-    """`i/N`: the i-th of N interleaved parts (0-based), so shards get a similar mix."""
+    """`i/N`: the i-th of N interleaved parts (0-based), so shards get a similar mix; `slurm`: this
+    array job's part (any other array scheduler: pass its index and count as `$I/$N`)."""
     if not spec:
         return instances
+    if spec == "slurm":
+        spec = slurm_shard()
     try:
         index, count = (int(x) for x in spec.split("/"))
         assert count > 0 and 0 <= index < count
@@ -85,6 +100,8 @@ class BatchState:
     skipped: int = 0
     running: set[str] = field(default_factory=set)
     exit_statuses: dict[str, str] = field(default_factory=dict)
+    #: Instances finished per node (Ray executor), for the display and the end-of-batch table.
+    nodes: Counter = field(default_factory=Counter)
     #: Per model role (student/expert, or the model's name without switching): instance id -> stats.
     role_stats: dict[str, dict[str, ModelStats]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -260,7 +277,20 @@ class BatchRun:
         log.info("%d instances: %d done before, %d to run with %d workers", len(self.instances),
                  self.state.skipped, len(todo), self.num_workers)
 
+        self.spent_before = spent_before
         display = BatchProgress(self.state) if progress else None
+        if self.config.executor.type == "ray":
+            from sweagent_oec.ray_executor import run_on_ray
+
+            ray = self.config.executor
+            if display:
+                display.start()
+            try:
+                run_on_ray(self, todo, display, ray.address, ray.model_dump(include={"num_cpus", "memory", "resources", "max_retries"}))
+            finally:
+                if display:
+                    display.stop()
+            return self.state
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="oec-worker")
         try:
             futures = [pool.submit(self.run_one, instance) for instance in todo]

@@ -44,7 +44,7 @@ def run_batch_command(
     instances: str = typer.Option(..., "--instances", "-i", help="Instances: JSON/JSONL file, datasets folder, HF dataset name, or 'embedded'."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Trajectories, preds.json and summaries go here."),
     num_workers: int = typer.Option(1, "--num-workers", "-w", help="Instances run at once (threads; model calls are I/O)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: run the i-th of N interleaved parts (0-based)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: run the i-th of N interleaved parts (0-based); slurm: this array job's part."),
     slice_: Optional[str] = typer.Option(None, "--slice", help="Python slice of the instance list, e.g. 0:10."),
     filter_: Optional[str] = typer.Option(None, "--filter", help="Regex on instance ids."),
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle (with --seed) before slicing."),
@@ -54,6 +54,8 @@ def run_batch_command(
     split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
     skip_empty_problem: bool = typer.Option(False, "--skip-empty-problem-statements", help="Leave out rows whose problem statement is blank (counted)."),
     languages: Optional[str] = typer.Option(None, "--languages", help="Only rows in these languages, comma-separated, e.g. python (by the row's `language`, else its patch's files; counted)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="threads (default) | ray: each instance a Ray task (config: executor.*)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto': a running one; default: RAY_ADDRESS, else a local Ray)."),
 ) -> None:
     """Run many instances; resumable, shardable; keeps preds.json current."""
     from sweagent_oec.batch import EXIT_STATUS_FILE, BatchRun, shard as take_shard
@@ -61,6 +63,14 @@ def run_batch_command(
     from sweagent_oec.tasks.instances import load_instances, select_instances, skip_instances
 
     run_config = load_config(config, overrides)
+    if executor is not None or ray_address is not None:
+        from sweagent_oec.errors import UserError
+
+        if executor not in (None, "threads", "ray"):
+            raise UserError(f"--executor must be threads or ray, not {executor!r}")
+        chosen_executor = run_config.executor.model_copy(update={
+            k: v for k, v in {"type": executor or ("ray" if ray_address else None), "address": ray_address}.items() if v})
+        run_config = run_config.model_copy(update={"executor": chosen_executor})
     loaded, _ = skip_instances(load_instances(instances, split), empty_problem_statement=skip_empty_problem,
                                languages=languages.split(",") if languages else None)
     chosen = take_shard(select_instances(loaded, slice_, filter_, shuffle, seed), shard)
@@ -69,6 +79,8 @@ def run_batch_command(
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(state.counts().items())) or "none"
     typer.echo(f"{state.done} run, {state.skipped} already done; exit statuses: {counts}")
     typer.echo(state.cost_table())
+    if state.nodes:
+        typer.echo("instances per node: " + ", ".join(f"{node}: {n}" for node, n in sorted(state.nodes.items())))
     typer.echo(f"trajectories and preds.json in {out} (summary: {out / EXIT_STATUS_FILE})")
 
 

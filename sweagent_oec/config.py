@@ -389,9 +389,25 @@ class AgentConfig(Strict):
     max_requeries: int = Field(3, ge=1)
 
 
+class ExecutorConfig(Strict):
+    """Where run-batch's instances run: threads of one process, or Ray tasks across a cluster."""
+
+    type: Literal["threads", "ray"] = "threads"
+    #: Ray: the cluster ("auto": a running one; none: RAY_ADDRESS, else a local Ray instance).
+    address: str | None = None
+    #: Ray: what one instance asks of a node: CPUs (a fraction is fine: model calls are I/O), memory
+    #: in bytes, custom resources (e.g. {docker: 1} so tasks land on nodes that can run containers).
+    num_cpus: float = Field(1.0, ge=0)
+    memory: int | None = Field(None, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    #: Ray: how often an instance whose node died is run again elsewhere.
+    max_retries: int = Field(3, ge=0)
+
+
 class RunConfig(Strict):
     agent: AgentConfig
     env: EnvConfig = Field(default_factory=EnvConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     #: Where trajectories go (`<output_dir>/<instance_id>/<instance_id>.traj`).
     output_dir: str = "trajectories"
     #: The merged config as written in the files ($VAR references intact, literal keys redacted).

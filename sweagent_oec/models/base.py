@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from sweagent_oec.data.trajectory import ModelStats
 
@@ -35,15 +35,23 @@ class Model(Protocol):
 
 
 class BatchBudget:
-    """Cost shared by every instance of a batch, for `total_cost_limit` (thread-safe)."""
+    """Cost shared by every instance of a batch, for `total_cost_limit` (thread-safe). On a cluster
+    the batch's one accountant keeps the count: `share_with(add)` sends every cost there and returns
+    the whole batch's total, so the limit holds across nodes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.cost = 0.0
+        self._shared: Callable[[float], float] | None = None
+
+    def share_with(self, add: Callable[[float], float] | None) -> None:
+        self._shared = add
 
     def add(self, cost: float) -> float:
         with self._lock:
             self.cost += cost
+            if self._shared is not None:
+                self.cost = max(self.cost, self._shared(cost))
             return self.cost
 
 

@@ -1,0 +1,111 @@
+"""run-batch on a real multi-node Ray cluster on this machine (a head and two worker nodes, each its
+own raylet), wholly on 127.0.0.1."""
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+# Keep Ray on loopback (FACTS.md): read when Ray is imported, so set before.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from sweagent_oec.batch import BatchRun  # noqa: E402
+from sweagent_oec.config import build_config  # noqa: E402
+from sweagent_oec.data.trajectory import find_trajectories, load_trajectory  # noqa: E402
+from sweagent_oec.harness.predictions import load_predictions  # noqa: E402
+from tests.agent_helpers import SOLUTION, tinycalc  # noqa: E402
+from tests.openai_server import OpenAIServer, Reply, tool_call  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}, shutdown_at_exit=True)
+    workers = [c.add_node(num_cpus=2, resources={"tinycalc": 4}) for _ in range(2)]
+    c.wait_for_nodes()
+    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    yield c, workers
+    ray.shutdown()
+    c.shutdown()
+
+
+def instances(tmp_path, n):
+    base = tinycalc(tmp_path)
+    return [base.model_copy(update={"instance_id": f"tiny-{i:02d}"}) for i in range(n)]
+
+
+def replay_config(executor):
+    return build_config({"agent": {"tools": {"parse_function": {"type": "function_calling"}},
+                                   "model": {"name": "replay", "replay_path": str(SOLUTION)}}, "executor": executor})
+
+
+RAY = {"type": "ray", "num_cpus": 1, "resources": {"tinycalc": 1}}
+
+
+def test_batch_spreads_over_both_nodes_equals_threads_and_resumes(cluster, tmp_path):
+    todo = instances(tmp_path, 6)
+    state = BatchRun(replay_config(RAY), todo, tmp_path / "ray").run(progress=False)
+    assert state.done == 6 and state.counts() == {"submitted": 6}
+    nodes = {load_trajectory(p).info.model_extra["executor"]["node_id"] for p in find_trajectories(tmp_path / "ray")}
+    assert len(nodes) == 2 and len(state.nodes) == 2  # recorded per trajectory, and counted
+    threaded = BatchRun(replay_config({"type": "threads"}), todo, tmp_path / "threads", num_workers=3).run(progress=False)
+    assert threaded.counts() == state.counts()
+    ray_preds, thread_preds = load_predictions(tmp_path / "ray" / "preds.json"), load_predictions(tmp_path / "threads" / "preds.json")
+    assert {k: p.model_patch for k, p in ray_preds.items()} == {k: p.model_patch for k, p in thread_preds.items()}
+    again = BatchRun(replay_config(RAY), todo, tmp_path / "ray").run(progress=False)
+    assert again.skipped == 6 and again.done == 0
+
+
+def slow_student(delay):
+    def handler(request):
+        step = sum(m["role"] == "assistant" for m in request["messages"])
+        call = tool_call("submit", {}) if step >= 6 else tool_call("bash", {"command": f"echo {step}"})
+        return Reply(content="", tool_calls=[call], delay=delay, prompt_tokens=1000, completion_tokens=100)
+    return OpenAIServer(handler)
+
+
+def student_config(server, **model):
+    return build_config({"agent": {"tools": {"parse_function": {"type": "function_calling"}},
+                                   "model": {"name": "openai/student", "api_base": server.url, "api_key": "k",
+                                             "retry": {"retries": 0}, "per_instance_cost_limit": 0, "total_cost_limit": 0,
+                                             **model}}, "executor": RAY})
+
+
+def test_a_node_that_dies_mid_batch_loses_nothing(cluster, tmp_path):
+    c, workers = cluster
+    todo = instances(tmp_path, 8)
+    with slow_student(0.4) as server:
+        batch = BatchRun(student_config(server), todo, tmp_path / "out")
+        killer = threading.Thread(target=lambda: (time.sleep(4), c.remove_node(workers[1])))
+        killer.start()
+        state = batch.run(progress=False)
+        killer.join()
+    c.add_node(num_cpus=2, resources={"tinycalc": 4})  # for the tests after this one
+    workers[1] = None
+    assert state.done == 8 and state.counts() == {"submitted": 8}
+    paths = find_trajectories(tmp_path / "out")
+    assert sorted(p.stem for p in paths) == [i.instance_id for i in todo]  # each exactly once
+    executors = [json.loads(p.read_text())["info"]["executor"] for p in paths]  # every file whole JSON
+    assert max(e["attempt"] for e in executors) >= 2  # the lost ones ran again elsewhere, and say so
+    assert sorted(load_predictions(tmp_path / "out" / "preds.json")) == [i.instance_id for i in todo]
+
+
+def test_total_cost_limit_stops_new_work_cluster_wide(cluster, tmp_path):
+    todo = instances(tmp_path, 10)
+    # $1 per million input tokens: each call costs $0.0011 (1000 in, 100 out at $1/$1); an instance ~$0.0077.
+    with slow_student(0.05) as server:
+        config = student_config(server, price_per_million_tokens=[1.0, 1.0], total_cost_limit=0.02)
+        state = BatchRun(config, todo, tmp_path / "out").run(progress=False)
+    ran = find_trajectories(tmp_path / "out")
+    assert 0 < len(ran) < 10  # it stopped starting instances
+    spent = sum(load_trajectory(p).info.model_stats.instance_cost for p in ran)
+    assert spent < 0.02 + 4 * 0.0077  # at most the running ones went past the limit (4 slots)
+    assert any("exit_cost" in s for s in state.counts()) or len(ran) < 10
