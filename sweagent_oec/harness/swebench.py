@@ -222,11 +222,22 @@ def evaluate_swebench(instances: list[Instance], predictions: dict[str, Predicti
         log.info("%d of %d instances already have a report from these settings in %s; skipping them (--redo-existing to rerun)",
                  len(reports), len(todo), opts.run_dir)
     opts.run_dir.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
-        futures = {pool.submit(evaluate_swebench_instance, inst, predictions.get(inst.instance_id), opts): inst
-                   for inst in pending}
-        for future in as_completed(futures):
-            reports[futures[future].instance_id] = future.result()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("eval {task.fields[run_id]} (SWE-bench)"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("resolved {task.fields[resolved]}"), TimeElapsedColumn())
+    with Progress(*columns, disable=not getattr(opts, "progress", True) or not pending) as progress:
+        bar = progress.add_task("eval", total=len(pending), run_id=opts.run_id, resolved=0)
+        pool = ThreadPoolExecutor(max_workers=max(1, opts.workers))
+        try:
+            futures = {pool.submit(evaluate_swebench_instance, inst, predictions.get(inst.instance_id), opts): inst
+                       for inst in pending}
+            for future in as_completed(futures):
+                report = reports[futures[future].instance_id] = future.result()
+                progress.update(bar, advance=1, resolved=progress.tasks[0].fields["resolved"] + bool(report.get("resolved")))
+        finally:
+            # On Ctrl-C, instances not started yet are dropped (no report: a rerun does them).
+            pool.shutdown(wait=True, cancel_futures=True)
     aggregate = aggregate_report(reports)
     atomic_write_text(opts.run_dir / REPORT_NAME, json.dumps(aggregate, indent=4) + "\n")
     return aggregate
