@@ -192,3 +192,26 @@ def test_paper_protocol_refuses_what_it_does_not_do(tmp_path):
                                "--judge-model", "openai/x", *extra], capture_output=True, text=True)
         assert proc.returncode != 0 and f"{option} is not part of the paper protocol" in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_both_protocols_on_one_run_then_compare(tmp_path, monkeypatch):
+    """The workflow the README shows: the same trajectories under each protocol, then their agreement."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    monkeypatch.chdir(tmp_path)  # relative folders, as a user types them
+    for k in range(4):
+        save_trajectory(trajectory_path(Path("trajs"), f"o__r.x.pr_{k}"), long_traj(3 + k))
+
+    def judge(request: dict) -> Reply:
+        k = int(re.search(r"The last (\d+) actions", request["messages"][1]["content"])[1])  # = steps of the run
+        if "response_format" in request or "JSON" in request["messages"][0]["content"]:
+            return Reply(content=json.dumps({"category": "tool_error" if k < 5 else "wrong_solution", "rationale": "r", "confidence": 0.9}))
+        return Reply(content="Some reasoning.\ntool_error")
+
+    with OpenAIServer(judge) as server:
+        cli("trajs", "--all", "-o", "default", "--no-prerules", *judge_args(server))
+        cli("trajs", "--all", "-o", "paper", "--protocol", "paper", *judge_args(server))
+    result = cli("compare", "default/trajs", "paper/trajs", "-o", "agree")
+    data = json.loads(Path("agree/agreement.json").read_text())
+    assert data["n"] == 4 and data["set_aside"] == {"only_in_a": 0, "only_in_b": 0, "not_categorized": 0}
+    assert data["labels"] == ["wrong_solution", "tool_error"] and data["matrix"] == [[0, 2], [0, 2]]
+    assert (data["a"]["protocol"], data["b"]["protocol"]) == ("default", "paper") and "trajs" in result.output
