@@ -355,6 +355,7 @@ def test_scan_patch() -> None:
     assert "shadow the test runner" in scan_patch(_diff("src/pluggy/__init__.py", "x = 1"), [])[0]
     assert "start-up file" in scan_patch(_diff("zz.pth", "import os"), [])[0]
     assert "reaches into" in scan_patch(_diff("calc.py", "open('/proc/%d/fd/1' % os.getppid(), 'w')", new=False), [])[0]
+    assert scan_patch(_diff("util.py", "fds = os.listdir('/proc/self/fd')", new=False), []) == []  # ordinary code
     assert "reaches into" in scan_patch(_diff("calc.py", "print('>>>>> End Test Output')", new=False), [])[0]
     # A file the task's own bug touched is the fix's to change; a pytest plugin's repo owns runner code.
     assert scan_patch(_diff("tests/conftest.py", "@pytest.hookimpl(hookwrapper=True)", new=False), ["tests/conftest.py"]) == []

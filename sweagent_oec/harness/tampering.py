@@ -28,7 +28,7 @@ _STARTUP = re.compile(r"(^|/)(sitecustomize\.py|usercustomize\.py|[^/]+\.pth)$")
 #: harness's processes. (A repository that is itself a pytest plugin is exempt: see scan_patch.)
 _REACHES_RUNNER = re.compile(
     r"\b_pytest\b|\bpluggy\b|\bpytest_runtest_\w+|\bpytest_report_\w+|\bpytest_collection_modifyitems\b"
-    r"|\bhookwrapper\b|\bpytest_sessionfinish\b|\bpytest_terminal_summary\b|/proc/[^\s'\"]*/fd\b|getppid\(\)[^\n]*fd"
+    r"|\bhookwrapper\b|\bpytest_sessionfinish\b|\bpytest_terminal_summary\b|getppid\(\)[^\n]*fd|/proc/[^\n]*getppid"
     r"|/proc/\$PPID|\bTestReport\b")
 #: Code that forges SWE-smith/SWE-bench's log markers.
 _MARKERS = re.compile(r">>>>> (Start|End) Test Output|>>>>> Applied Patch|@@OEC-GUARD@@")
