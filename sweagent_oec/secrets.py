@@ -32,7 +32,7 @@ _REFERENCE = re.compile(r"^\$\{?[A-Za-z_][A-Za-z0-9_]*\}?$")
 #: Words that make a key secret-looking (a word may also end with one: apikey, accesstoken).
 _SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "credentials",
                  "cookie", "bearer")
-_SECRET_EXACT = {"auth", "pwd"}
+_SECRET_EXACT = {"auth"}  # not "pwd": $PWD is the working directory
 #: Values that are provider keys whatever their key is called.
 _SECRET_VALUE = re.compile(
     r"^(?:Bearer\s+\S{8,}|Basic\s+\S{8,}|sk-[A-Za-z0-9_-]{16,}|ghp_[A-Za-z0-9]{20,}|gho_[A-Za-z0-9]{20,}"
@@ -108,12 +108,15 @@ def redact(data: Any, secret: bool = False) -> Any:
 
 
 def remember(value: Any) -> None:
-    """Scrub this value (and each long word of it: the key in "Bearer <key>") from text from now on."""
+    """Scrub this value (and the key of "Bearer <key>") from text from now on."""
     if hasattr(value, "get_secret_value"):
         value = value.get_secret_value()
     if not isinstance(value, str):
         return
-    parts = {value.strip(), *value.split()}
+    parts = {value.strip()}
+    words = value.split()
+    if len(words) == 2:  # "Bearer <key>", "Token <key>": the key may be echoed alone
+        parts.add(words[1])
     with _lock:
         _known.update(p for p in parts if len(p) >= MIN_SECRET_LENGTH)
 
@@ -139,7 +142,8 @@ def env_secrets() -> set[str]:
     found = set()
     for name, value in list(os.environ.items()):
         if any(w in _SECRET_EXACT or w.endswith(_SECRET_WORDS) for w in name.lower().split("_") if w):
-            found.update(p for p in {value.strip(), *value.split()} if len(p) >= MIN_SECRET_LENGTH)
+            words = value.split()
+            found.update(p for p in {value.strip(), *(words[1:] if len(words) == 2 else [])} if len(p) >= MIN_SECRET_LENGTH)
     return found
 
 

@@ -74,8 +74,9 @@ def test_resolved_secrets_are_remembered_and_scrubbed(monkeypatch):
 def test_api_key_environment_variables_are_scrubbed_but_not_lookalikes(monkeypatch):
     monkeypatch.setenv("SOME_PROVIDER_API_KEY", "provider-key-13579")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long-value")
+    monkeypatch.setenv("PWD", "/work/some/project")
     assert secrets.scrub("sent provider-key-13579") == "sent ***"
-    assert secrets.scrub("false-but-long-value") == "false-but-long-value"
+    assert secrets.scrub("false-but-long-value /work/some/project") == "false-but-long-value /work/some/project"
 
 
 def test_every_log_record_is_scrubbed(monkeypatch):
