@@ -27,6 +27,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _check_template(where: str, source: str) -> None:
+    """A jinja template that does not parse is a config error, not a failure in the middle of a run."""
+    import jinja2
+
+    try:
+        jinja2.Environment().parse(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise ValueError(f"{where}: not a valid jinja template ({e.message}, line {e.lineno})") from None
+
+
 # ---------------------------------------------------------------- agent parts
 
 DEFAULT_SYSTEM_TEMPLATE = """You are a helpful assistant that can interact with a computer to solve tasks.
@@ -85,6 +95,13 @@ class TemplateConfig(Strict):
         "multi-line commands), so please send a corrected command.\n{{bash_stdout}}\n{{bash_stderr}}"
     )
 
+    @model_validator(mode="after")
+    def _templates_parse(self) -> "TemplateConfig":
+        for name, value in self:
+            if name.endswith("_template") and isinstance(value, str):
+                _check_template(name, value)
+        return self
+
 
 class ParseFunctionConfig(Strict):
     type: Literal["function_calling", "xml_function_calling", "thought_action"] = "function_calling"
@@ -130,6 +147,16 @@ class ToolFilterConfig(Strict):
             return True
         name = action.split()[0]
         return name in self.block_unless_regex and not re.search(self.block_unless_regex[name], action)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "ToolFilterConfig":
+        for name, pattern in self.block_unless_regex.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"block_unless_regex.{name}: not a regular expression ({e})") from None
+        _check_template("blocklist_error_template", self.blocklist_error_template)
+        return self
 
 
 #: Registry variables (SWE-agent's `tools.registry_variables`) this toolkit honours.
@@ -184,6 +211,9 @@ class ToolsConfig(Strict):
                 raise ValueError("registry variable SUBMIT_REVIEW_MESSAGES must be a list of message templates")
             if not self.review_on_submit:
                 raise ValueError("registry variable SUBMIT_REVIEW_MESSAGES needs the tools/review_on_submit_m bundle")
+            for i, message in enumerate(messages):
+                _check_template(f"registry variable SUBMIT_REVIEW_MESSAGES[{i}]", message)
+        _check_template("format_error_template", self.format_error_template)
         return self
 
     def tool_names(self) -> list[str]:

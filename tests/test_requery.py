@@ -320,3 +320,16 @@ def test_the_shipped_paper_config_runs_with_review_and_filemap(tmp_path, monkeyp
     assert "... eliding lines 2-10 ..." in steps[2].observation
     assert "<diff>" in steps[4].observation and "call submit again" in steps[4].observation
     assert config.agent.model.models[1].tools.execution_timeout == 300
+
+
+@pytest.mark.parametrize("section, key", [("templates", "shell_check_error_template"), ("templates", "next_step_template"),
+                                          ("tools", "format_error_template")])
+def test_a_template_that_does_not_parse_is_a_config_error(section, key):
+    with pytest.raises(UserError, match=f"{key}: not a valid jinja template"):
+        build_config({"agent": {"model": {"name": "replay", "replay_path": "x.jsonl"}, section: {key: "{{ unclosed"}}})
+    with pytest.raises(UserError, match=r"SUBMIT_REVIEW_MESSAGES\[1\]: not a valid jinja template"):
+        build_config({"agent": {"model": {"name": "replay", "replay_path": "x.jsonl"}, "tools": {
+            "bundles": ["tools/review_on_submit_m"], "registry_variables": {"SUBMIT_REVIEW_MESSAGES": ["ok {{diff}}", "{% if %}"]}}}})
+    with pytest.raises(UserError, match="block_unless_regex.r2: not a regular expression"):
+        build_config({"agent": {"model": {"name": "replay", "replay_path": "x.jsonl"},
+                                "tools": {"filter": {"block_unless_regex": {"r2": "(unclosed"}}}}})

@@ -61,7 +61,8 @@ def bash_syntax_errors(command: str) -> tuple[str | None, str]:
     and parses only: nothing in the command runs."""
     try:
         # A bare environment: no BASH_ENV or other start-up file of the host's is read.
-        result = subprocess.run(["bash", "--norc", "--noprofile", "-n"], input=command, capture_output=True, text=True,
+        result = subprocess.run(["bash", "--norc", "--noprofile", "-n"], input=command.replace("\0", ""),
+                                capture_output=True, text=True,
                                 timeout=30, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
     except (OSError, subprocess.TimeoutExpired):
         return None, ""  # no bash to check with (or it hung): the session reports the error instead
