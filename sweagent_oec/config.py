@@ -346,7 +346,10 @@ class ModelConfig(Strict):
     """`agent.model`: a litellm model, `replay`, `oracle`, or `switching` over [student, expert]."""
 
     name: str
-    api_base: str | None = None
+    #: One endpoint, or several replicas of one model (a list, or `api_bases`): requests are spread
+    #: across them by litellm's Router, which fails over when one stops answering.
+    api_base: str | list[str] | None = None
+    api_bases: list[str] = Field(default_factory=list)
     api_key: SecretStr | None = None
     api_version: str | None = None
     temperature: float = 0.0
@@ -389,6 +392,14 @@ class ModelConfig(Strict):
                 raise ValueError("a switching model needs `switching_criteria`")
         elif self.models:
             raise ValueError("`models` is only for `name: switching`")
+        if isinstance(self.api_base, list):
+            if self.api_bases:
+                raise ValueError("give the replicas once: api_base as a list, or api_bases, not both")
+            self.api_bases, self.api_base = list(self.api_base), None
+        if self.api_bases and self.api_base:
+            raise ValueError("give api_base (one endpoint) or api_bases (replicas), not both")
+        if len(set(self.api_bases)) != len(self.api_bases):
+            raise ValueError("api_bases lists an endpoint twice")
         if self.name == "replay" and not self.replay_path:
             raise ValueError("the replay model needs `replay_path`")
         return self

@@ -16,7 +16,6 @@ import yaml
 from sweagent_oec.tasks.instances import write_instances_jsonl
 from tests.agent_helpers import SOLUTION, tinycalc
 
-pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
@@ -60,6 +59,7 @@ def rounds(tmp_path, **kw):
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
 
 
+@pytest.mark.slow
 def test_two_rounds_the_second_served_from_the_first_checkpoint_killed_and_resumed(setup):
     tmp_path = setup
     out = tmp_path / "out"
@@ -104,3 +104,19 @@ def test_bad_rounds_config_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "sweagent_oec.cli", "rounds", "-c", str(tmp_path / "r.yaml")],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "rounds" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_shipped_rounds_configs_load_with_their_run_configs(monkeypatch):
+    from sweagent_oec.config import load_config
+
+    for name in ("ANTHROPIC_API_KEY", "STUDENT_API_BASE"):  # what the real setup's configs reference
+        monkeypatch.setenv(name, "test")
+    from sweagent_oec.rounds import Rounds, load_rounds_config
+
+    shipped = sorted((Path(__file__).parent.parent / "config" / "rounds").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        config, base = load_rounds_config(path)
+        rounds = Rounds(config, base)
+        for group in (config.config, config.student_config or []):
+            load_config([rounds._path(p) for p in group], [])

@@ -82,6 +82,26 @@ def _run_with_deadline(coroutine, timeout: float):
         raise
 
 
+_routers: dict[tuple, "litellm.Router"] = {}
+_routers_lock = threading.Lock()
+
+
+def replica_router(config: ModelConfig) -> "litellm.Router":
+    """One litellm Router per set of replicas and process, shared by every instance, so a replica
+    that stopped answering is cooled down for all of them. The Router only spreads and fails over:
+    retries stay with this module's policy (tenacity), deadlines with `timeout`."""
+    key = config.api_key.get_secret_value() if config.api_key is not None else None
+    ident = (config.name, tuple(config.api_bases), key)
+    with _routers_lock:
+        if ident not in _routers:
+            params = {"model": config.name, **({"api_key": key} if key is not None else {})}
+            _routers[ident] = litellm.Router(
+                model_list=[{"model_name": config.name, "litellm_params": {**params, "api_base": base}}
+                            for base in config.api_bases],
+                num_retries=0, allowed_fails=0, cooldown_time=30, routing_strategy="simple-shuffle")
+        return _routers[ident]
+
+
 class LiteLLMModel:
     def __init__(self, config: ModelConfig, budget: BatchBudget = BATCH_BUDGET):
         self.config = config
@@ -92,6 +112,7 @@ class LiteLLMModel:
         # Scrubbed from errors and logs even when this config did not come through load_config.
         remember(config.api_key)
         remember_config(config.completion_kwargs)
+        self.router = replica_router(config) if config.api_bases else None
         self.grammar = None
         if config.grammar_file:
             try:
@@ -164,7 +185,8 @@ class LiteLLMModel:
     def _attempt(self, kwargs: dict):
         """One request, done within `timeout` seconds or cancelled; every error is sorted and scrubbed."""
         try:
-            response = _run_with_deadline(litellm.acompletion(**kwargs, num_retries=0), self.config.timeout)
+            call = self.router.acompletion(**kwargs) if self.router else litellm.acompletion(**kwargs, num_retries=0)
+            response = _run_with_deadline(call, self.config.timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise _Transient(f"Timeout: no complete reply within timeout={self.config.timeout:g}s") from None
         except litellm.ContextWindowExceededError as e:
@@ -212,6 +234,8 @@ class LiteLLMModel:
                 for tc in choice.tool_calls
             ]
         extra = {}
+        if self.router is not None:  # which replica answered this step
+            extra["api_base"] = (getattr(response, "_hidden_params", None) or {}).get("api_base")
         if getattr(choice, "reasoning_content", None):
             extra["reasoning_content"] = scrub(choice.reasoning_content)
         return ModelReply(content=scrub(choice.content or ""), tool_calls=tool_calls, extra=extra)
