@@ -16,7 +16,6 @@ from sweagent_oec.models import make_model
 from sweagent_oec.models.base import Model
 from sweagent_oec.models.switching import SwitchSchedule
 from sweagent_oec.tasks.instances import Instance
-from sweagent_oec.tools.specs import tool_names  # noqa: F401  (re-exported: data/sft.py reads it here)
 
 
 @dataclass

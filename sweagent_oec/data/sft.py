@@ -363,15 +363,13 @@ def student_prompt(config_path: Path | str, style: str | None = None) -> Student
 
     For a switching config the student is `agent.model.models[0]` with its own templates and
     tools, falling back to the agent's; otherwise the agent's own."""
-    from sweagent_oec.agent.actors import tool_names
-
     agent = _agent_config(Path(config_path))
     templates, tools = agent.templates, agent.tools
     if agent.model.name == "switching":
         student = agent.model.models[0]
         templates, tools = student.templates or templates, student.tools or tools
     return StudentPrompt(style=canonical_style(style or tools.parse_function.type),
-                         templates=templates, tool_names=tool_names(tools.bundles))
+                         templates=templates, tool_names=tools.tool_names())
 
 
 def _agent_config(path: Path):
