@@ -112,7 +112,13 @@ class Step(BaseModel):
     thought: str = ""
     execution_time: float = 0.0
     state: dict = Field(default_factory=dict)
+    #: What the model was sent, as SWE-agent history items (HistoryItem's keys: `role`, `content`, `agent`,
+    #: `message_type`; `thought`, `action`, `tool_calls` on assistant items; `tool_call_ids` on tool
+    #: results) plus `tool_call_id`; the failed reply and error of a re-query carry `is_format_error`.
+    #: SWE-smith's transform_to_ft reads the last step's query as the whole conversation.
     query: list[dict] = Field(default_factory=list)
+    #: `tool_call` (the parsed action) and `format_errors` (failed replies: kind format | blocked |
+    #: bash_syntax, the reply, the error shown) among others.
     extra_info: dict = Field(default_factory=dict)
     model_role: ModelRole | None = None
     model_name: str | None = None
