@@ -111,13 +111,22 @@ def test_sigkill_during_conversion_corrupts_nothing(tmp_path):
     # The previous outputs: a different (smaller) run into the same folder.
     assert cli(trajs / "inst_0000", "--report", rep, "-o", out).returncode == 0
     before = snapshot(out)
+    def aside(name):
+        return [p for d in out.glob(".convert.*") for p in [d / name] if p.exists()]
+
+    moments = [  # kill points along a run: reading, spool well filled, splits written, dataset folder being built
+        lambda: any(p.stat().st_size > 0 for p in aside(".records")),
+        lambda: any(p.stat().st_size > 200_000 for p in aside(".records")),
+        lambda: aside("train.jsonl"),
+        lambda: aside(".cache") or aside("dataset"),
+    ]
     killed_mid_pass = 0
-    for delay in (0.3, 0.8, 1.5, 2.5):
-        env = {**os.environ}
+    for moment in moments:
         proc = subprocess.Popen([sys.executable, "-m", "sweagent_oec.cli", "convert", str(trajs), "--report", str(rep),
-                                 "-o", str(out), "--max-total", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        time.sleep(delay)
-        if list(out.glob(".convert.*")):
+                                 "-o", str(out), "--max-total", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not moment():
+            time.sleep(0.002)
+        if proc.poll() is None:
             killed_mid_pass += 1
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -125,7 +134,7 @@ def test_sigkill_during_conversion_corrupts_nothing(tmp_path):
         if now != before:  # killed after the swap had begun: every file must be a complete new one
             assert same_outputs(now, snapshot(clean)), "a mix of old and new outputs"
             before = now
-    assert killed_mid_pass >= 1
+    assert killed_mid_pass >= 3
     result = cli(trajs, "--report", rep, "-o", out, "--max-total", "0")
     assert result.returncode == 0, result.stderr
     assert same_outputs(snapshot(out), snapshot(clean))

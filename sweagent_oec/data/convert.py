@@ -30,8 +30,10 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
+from array import array
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +99,7 @@ class Tally:
 
 @dataclass(slots=True)
 class Ref:
-    """A record already written to the spool: where it is, its dedup hash, and what stats.json counts."""
+    """What the stage keeps of a record (a worker makes it; the spool stores it as one row)."""
 
     instance_id: str
     key: bytes  # hash of the messages (identical messages: a duplicate)
@@ -117,7 +119,7 @@ class Encoded:
     """A record as one JSON line plus what its Ref and the dataset schema need (made in a worker)."""
 
     line: bytes
-    ref: Ref  # offset not yet known
+    ref: Ref
     record_keys: tuple
     message_keys: tuple
 
@@ -140,28 +142,51 @@ def encode(record: dict, tokenizer=None) -> Encoded:
     return Encoded(line, ref, tuple(record), tuple(message_keys))
 
 
+KINDS = ("oec", "bc")
+
+
 @dataclass
 class Spool:
-    """Records as they are made, one JSON line each, in a file; plus the key sets the datasets
-    folder's schema needs."""
+    """Records as they are made, one JSON line each, in a file. In memory, one row per record in
+    compact columns (~100 bytes: id, dedup hash, offset, counts for stats.json), plus the key sets
+    the datasets folder's schema needs. Records are referred to by row number."""
 
     file: IO[bytes]
     message_keys: dict = field(default_factory=dict)  # insertion-ordered sets
     record_keys: dict = field(default_factory=dict)
+    ids: list = field(default_factory=list)
+    keys: bytearray = field(default_factory=bytearray)  # 16 bytes a row
+    offsets: array = field(default_factory=lambda: array("q"))
+    lengths: array = field(default_factory=lambda: array("q"))
+    kinds: bytearray = field(default_factory=bytearray)  # index into KINDS
+    switch: array = field(default_factory=lambda: array("q"))  # switch step; -1: BC data
+    counts: array = field(default_factory=lambda: array("q"))  # 5 a row: trained, masked assistant, context, tokens trained/masked
 
-    def add(self, encoded: Encoded) -> Ref:
-        ref = encoded.ref
-        ref.offset = self.file.tell()
+    def add(self, encoded: Encoded) -> int:
+        ref, row = encoded.ref, len(self.ids)
+        self.ids.append(sys.intern(ref.instance_id))  # the report's key: one string for both
+        self.keys += ref.key
+        self.offsets.append(self.file.tell())
+        self.lengths.append(ref.length)
+        self.kinds.append(KINDS.index(ref.kind))
+        self.switch.append(-1 if ref.switch == "bc" else int(ref.switch))
+        self.counts.extend((ref.trained, ref.masked_assistant, ref.context, ref.tokens_trained, ref.tokens_masked))
         self.file.write(encoded.line)
         self.record_keys.update(dict.fromkeys(encoded.record_keys))
         self.message_keys.update(dict.fromkeys(encoded.message_keys))
-        return ref
+        return row
 
-    def copy(self, refs: list[Ref], out: IO[bytes]) -> None:
+    def key(self, row: int) -> bytes:
+        return bytes(self.keys[16 * row:16 * row + 16])
+
+    def total(self, rows, column: int) -> int:
+        return sum(self.counts[5 * row + column] for row in rows)
+
+    def copy(self, rows, out: IO[bytes]) -> None:
         self.file.flush()
         fd = self.file.fileno()
-        for ref in refs:
-            out.write(os.pread(fd, ref.length, ref.offset))
+        for row in rows:
+            out.write(os.pread(fd, self.lengths[row], self.offsets[row]))
 
 
 # ---------------------------------------------------------------- inputs
@@ -257,7 +282,7 @@ def convert_file(task: tuple[str, str, str | None]) -> tuple[Encoded | None, Tal
 
 
 def convert_source(files: Iterator[str], report: dict[str, str] | None, options: Options, tally: Tally, dropped: IO[str],
-                   spool: Spool, workers: int) -> list[Ref]:
+                   spool: Spool, workers: int) -> range:
     """Every file of one source, converted in `workers` processes, results taken in input order."""
     def tasks():
         for path in files:
@@ -265,12 +290,12 @@ def convert_source(files: Iterator[str], report: dict[str, str] | None, options:
             instance_id = os.path.splitext(os.path.basename(path))[0]
             yield path, instance_id, report.get(instance_id, filters.MISSING) if report is not None else None
 
-    refs = []
+    start = len(spool.ids)
     for encoded, file_tally in _ordered_map(convert_file, tasks(), workers):
         tally.absorb(file_tally, dropped)
         if encoded is not None:
-            refs.append(spool.add(encoded))
-    return refs
+            spool.add(encoded)
+    return range(start, len(spool.ids))  # this source's spool rows
 
 
 def _ordered_map(fn, tasks: Iterator, workers: int):
@@ -410,9 +435,9 @@ def _run(options: Options, output: Path, aside: Path, prompt, instances, heldout
         finally:
             _JOB = None
         mixed = mixing.mix(by_source, {s.name: s.weight for s in options.sources}, options.max_per_instance,
-                           heldout_ids, options.seed, options.dedup, key=lambda r: r.key, instance_id=lambda r: r.instance_id)
+                           heldout_ids, options.seed, options.dedup, key=spool.key, instance_id=spool.ids.__getitem__)
         style = prompt.style if prompt is not None else (canonical_style(options.style) if options.style else None)
-        stats = _stats(options, style, tally, by_source, mixed, tokenizer is not None)
+        stats = _stats(options, style, tally, spool, by_source, mixed, tokenizer is not None)
         if not mixed.train and not mixed.heldout:
             dropped.close()
             _fail(output, aside, stats)
@@ -485,23 +510,22 @@ def _remove_stale(output: Path) -> None:
             continue
 
 
-def _stats(options: Options, style: str | None, tally: Tally, by_source: dict[str, list[Ref]], mixed: mixing.MixResult,
-           tokens: bool) -> dict:
-    refs = mixed.train + mixed.heldout
+def _stats(options: Options, style: str | None, tally: Tally, spool: Spool, by_source: dict[str, range],
+           mixed: mixing.MixResult, tokens: bool) -> dict:
+    rows = mixed.train + mixed.heldout
     counts = dict(tally.counts)
     counts.update({k: v for k, v in mixed.counts.items()})
     counts.update(train=len(mixed.train), heldout=len(mixed.heldout))
-    histogram = Counter(r.switch for r in refs)
+    histogram = Counter("bc" if spool.switch[r] < 0 else str(spool.switch[r]) for r in rows)
     return {
         "counts": {k: counts.get(k, 0) for k in ("files", "bad_file", filters.UNRESOLVED, filters.ERROR, filters.MISSING,
                                                  "loop", "truncated", "no_trainable_turn", "converted", "task_message_kept", "duplicates",
                                                  "weighted_in", "weighted_out", "over_instance_cap", "heldout", "train")},
         "loops_by_rule": dict(tally.loops_by_rule),
-        "per_source": {name: {"converted": len(refs_), **_kinds(refs_)} for name, refs_ in by_source.items()},
-        "records_by_kind": _kinds(refs),
-        "turns": {"trained": sum(r.trained for r in refs), "masked_assistant": sum(r.masked_assistant for r in refs),
-                  "context_messages": sum(r.context for r in refs)},
-        "tokens": {"trained": sum(r.tokens_trained for r in refs), "masked": sum(r.tokens_masked for r in refs)} if tokens else None,
+        "per_source": {name: {"converted": len(rows_), **_kinds(spool, rows_)} for name, rows_ in by_source.items()},
+        "records_by_kind": _kinds(spool, rows),
+        "turns": {"trained": spool.total(rows, 0), "masked_assistant": spool.total(rows, 1), "context_messages": spool.total(rows, 2)},
+        "tokens": {"trained": spool.total(rows, 3), "masked": spool.total(rows, 4)} if tokens else None,
         "switch_step_histogram": dict(sorted(histogram.items(), key=lambda kv: (kv[0] == "bc", int(kv[0]) if kv[0].isdigit() else 0))),
         "options": {"resolved_only": options.resolved_only, "repetition": options.rules.describe(),
                     "truncate_loops": options.truncate_loops, "style": style,
@@ -513,8 +537,8 @@ def _stats(options: Options, style: str | None, tally: Tally, by_source: dict[st
     }
 
 
-def _kinds(refs: list[Ref]) -> dict[str, int]:
-    return dict(Counter(r.kind for r in refs))
+def _kinds(spool: Spool, rows) -> dict[str, int]:
+    return dict(Counter(KINDS[spool.kinds[r]] for r in rows))
 
 
 def _load_tokenizer(path: str):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def load_report(path: Path | str) -> dict[str, str]:
         for name in sorted(os.listdir(path)):  # names, not 50k Paths at once
             sub = os.path.join(path, name, "report.json")
             if os.path.isfile(sub):
-                statuses[name] = _instance_status(_read_json(Path(sub)), Path(sub))
+                statuses[sys.intern(name)] = _instance_status(_read_json(Path(sub)), Path(sub))
         if not statuses:
             raise UserError(f"folder {path} holds no report.json nor <instance_id>/report.json files; run `sweagent-oec eval` first")
         return statuses
@@ -82,7 +83,7 @@ def _aggregate(data: object, path: Path) -> dict[str, str]:
     # Later keys win, so an id listed both as error and resolved counts as resolved.
     for key, status in (("ids_error", ERROR), ("ids_unresolved", UNRESOLVED), ("ids_resolved", RESOLVED)):
         for instance_id in data.get(key) or []:
-            statuses[str(instance_id)] = status
+            statuses[sys.intern(str(instance_id))] = status
     return statuses
 
 
