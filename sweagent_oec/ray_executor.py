@@ -191,3 +191,63 @@ def wait_for_nodes(count: int, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise UserError(f"the Ray cluster did not reach {count} nodes in {timeout:.0f}s")
         time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- eval
+
+
+def eval_remote(instance: "Instance", prediction, opts) -> dict:
+    """Grade one instance on a worker, into node-local scratch; return its files and report."""
+    import dataclasses
+
+    from sweagent_oec.harness.evaluate import evaluate_instance
+
+    scratch = Path(tempfile.mkdtemp(prefix="oec-ray-eval-"))
+    try:
+        local = dataclasses.replace(opts, output_dir=scratch, executor="threads", progress=False)
+        report = evaluate_instance(instance, prediction, local)
+        folder = local.run_dir / instance.instance_id
+        files = {p.name: p.read_text(errors="replace") for p in sorted(folder.iterdir()) if p.is_file()} if folder.is_dir() else {}
+        return {"report": report, "files": files}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def eval_on_ray(pending: list["Instance"], predictions: dict, opts, reports: dict) -> None:
+    """`eval --executor ray`: each instance a Ray task; the driver writes its folder, report.json last
+    (the report marks the instance done, so a crash in between leaves it to be redone)."""
+    from sweagent_oec.files import atomic_write_text
+    from sweagent_oec.harness.report import REPORT_NAME
+
+    ray = _ray()
+    connect(opts.ray_address)
+    task = ray.remote(eval_remote).options(max_retries=3, retry_exceptions=False, num_cpus=1)
+    refs = {task.remote(instance, predictions.get(instance.instance_id), opts): instance for instance in pending}
+    waiting = list(refs)
+    try:
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=1.0)
+            for ref in ready:
+                instance = refs[ref]
+                folder = opts.run_dir / instance.instance_id
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    from sweagent_oec.harness.report import instance_report, write_report
+
+                    prediction = predictions.get(instance.instance_id)
+                    report = instance_report(model_patch=prediction.model_patch if prediction else None,
+                                             model_name_or_path=prediction.model_name_or_path if prediction else "gold",
+                                             error=f"environment_error: ray: {type(e).__name__}")
+                    write_report(folder / REPORT_NAME, report)
+                    reports[instance.instance_id] = report
+                    continue
+                for name, text in result["files"].items():
+                    if name != REPORT_NAME:
+                        atomic_write_text(folder / name, text)
+                atomic_write_text(folder / REPORT_NAME, result["files"].get(REPORT_NAME) or json.dumps(result["report"], indent=4) + "\n")
+                reports[instance.instance_id] = result["report"]
+    except KeyboardInterrupt:
+        for ref in waiting:
+            ray.cancel(ref, force=True)
+        raise

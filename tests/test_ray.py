@@ -109,3 +109,23 @@ def test_total_cost_limit_stops_new_work_cluster_wide(cluster, tmp_path):
     spent = sum(load_trajectory(p).info.model_stats.instance_cost for p in ran)
     assert spent < 0.02 + 4 * 0.0077  # at most the running ones went past the limit (4 slots)
     assert any("exit_cost" in s for s in state.counts()) or len(ran) < 10
+
+
+def test_eval_on_the_cluster_writes_what_threads_write(cluster, tmp_path):
+    from sweagent_oec.harness.evaluate import EvalOptions, evaluate
+
+    todo = instances(tmp_path, 4)
+    BatchRun(replay_config({"type": "threads"}), todo, tmp_path / "trajs", num_workers=2).run(progress=False)
+    preds = load_predictions(tmp_path / "trajs" / "preds.json")
+    preds["tiny-03"] = preds["tiny-03"].model_copy(update={"model_patch": ""})  # one empty patch too
+    by_threads = evaluate(todo, preds, EvalOptions(run_id="t", output_dir=tmp_path / "logs", workers=2, progress=False))
+    by_ray = evaluate(todo, preds, EvalOptions(run_id="r", output_dir=tmp_path / "logs", progress=False, executor="ray"))
+    assert {k: v for k, v in by_ray.items()} == by_threads and by_ray["resolved"] == 3
+    for iid in ("tiny-00", "tiny-03"):
+        ours, theirs = (json.loads((tmp_path / "logs" / run / iid / "report.json").read_text()) for run in ("r", "t"))
+        assert ours == theirs
+        assert sorted(p.name for p in (tmp_path / "logs" / "r" / iid).iterdir()) == \
+            sorted(p.name for p in (tmp_path / "logs" / "t" / iid).iterdir())
+    # Resume: nothing is run again.
+    again = evaluate(todo, preds, EvalOptions(run_id="r", output_dir=tmp_path / "logs", progress=False, executor="ray"))
+    assert again == by_ray

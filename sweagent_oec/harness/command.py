@@ -22,6 +22,8 @@ def eval_command(
     grading: str = typer.Option("strict", "--grading", help="strict (missing/skipped tests fail) | swesmith (SWE-smith's rule)."),
     harness: str = typer.Option("auto", "--harness", help="swesmith (ours) | swebench (SWE-bench's package, its images) | auto: swebench for SWE-bench instances."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
+    executor: str = typer.Option("threads", "--executor", help="threads | ray: each instance a Ray task (--ray-address, else RAY_ADDRESS)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto': a running one)."),
 ) -> None:
     """Apply each prediction's patch in a fresh environment, run the tests, grade, and write reports."""
     from rich.console import Console
@@ -59,8 +61,11 @@ def eval_command(
     blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise UserError(f"{run_dir} cannot be made: {blocking} is a file; give another --output-dir or --run-id")
+    if executor not in ("threads", "ray"):
+        raise UserError(f"--executor must be threads or ray, not {executor!r}")
     opts = EvalOptions(run_id=run_id, output_dir=output_dir, workers=workers, timeout=timeout, runtime=runtime,
-                       redo_existing=redo_existing, gold=gold, policy=grading)  # type: ignore[arg-type]
+                       redo_existing=redo_existing, gold=gold, policy=grading,  # type: ignore[arg-type]
+                       executor="ray" if ray_address else executor, ray_address=ray_address)
     from sweagent_oec.harness.swebench import choose_harness, evaluate_swebench
 
     if choose_harness(harness, dataset, runtime) == "swebench":

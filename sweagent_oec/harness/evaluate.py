@@ -81,6 +81,9 @@ class EvalOptions:
     policy: Policy = "strict"
     #: Show a rich progress bar.
     progress: bool = True
+    #: "threads", or "ray": each instance a Ray task on `ray_address` (see sweagent_oec/ray_executor.py).
+    executor: str = "threads"
+    ray_address: str | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -388,6 +391,12 @@ def evaluate(instances: list[Instance], predictions: dict[str, Prediction] | Non
 
 def _run_pending(pending: list[Instance], predictions: dict[str, Prediction], opts: EvalOptions, reports: dict) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if opts.executor == "ray" and pending:
+        from sweagent_oec.ray_executor import eval_on_ray
+
+        eval_on_ray(pending, predictions, opts, reports)
+        return
 
     columns = (TextColumn("eval {task.fields[run_id]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("resolved {task.fields[resolved]}"), TimeElapsedColumn())
