@@ -38,7 +38,7 @@ from sweagent_oec.files import atomic_write_text
 log = logging.getLogger(__name__)
 ROUNDS_CSV = "rounds.csv"
 COLUMNS = ["round", "student_checkpoint", "trained_checkpoint", "instances", "exit_statuses", "oec_resolved",
-           "switched", "mean_switch_step", "mean_student_steps_before_switch", "student_format_errors_per_step",
+           "switched", "mean_switch_step", "mean_student_steps_before_switch", "student_malformed_share",
            "expert_cost", "sft_records", "sft_records_this_round", "heldout_resolved", "heldout_total",
            "heldout_rate", "heldout_ci_low", "heldout_ci_high"]
 
@@ -280,6 +280,7 @@ class Rounds:
         switch_steps = [t["switch_step"] for t in trajs if t["switch_step"] is not None]
         before = [t["switch_step"] if t["switch_step"] is not None else t["student_steps"] for t in trajs]
         student_steps = sum(t["student_steps"] for t in trajs)
+        malformed = sum(t["student_format_errors"] for t in trajs)
         row = {
             "round": n, "student_checkpoint": str(student), "trained_checkpoint": str(folder / "checkpoint"),
             "instances": len(trajs),
@@ -287,8 +288,8 @@ class Rounds:
             "oec_resolved": report.get("resolved", ""),
             "switched": len(switch_steps),
             "mean_switch_step": _mean(switch_steps), "mean_student_steps_before_switch": _mean(before),
-            "student_format_errors_per_step": round(sum(t["student_format_errors"] for t in trajs) / student_steps, 4)
-            if student_steps else "",
+            # Of the student's replies, the share that was malformed (re-queried, or handed over on).
+            "student_malformed_share": round(malformed / (malformed + student_steps), 4) if malformed + student_steps else "",
             "expert_cost": round(sum(t["expert_cost"] for t in trajs), 6),
             "sft_records": _records(folder / "sft" / "train.jsonl"),
             "sft_records_this_round": _records(folder / "sft" / "train.jsonl", under=folder / "trajectories"),
@@ -337,7 +338,9 @@ def _trajectories(folder: Path) -> list[dict]:
         out.append({
             "exit_status": str(info.get("exit_status")), "switch_step": oec.get("switch_step"),
             "student_steps": len(student),
-            "student_format_errors": sum(len((s.get("extra_info") or {}).get("format_errors") or []) for s in student),
+            # Malformed student replies sit on the step that followed them, the expert's too when it took over on them.
+            "student_format_errors": sum(1 for s in steps for e in (s.get("extra_info") or {}).get("format_errors") or []
+                                         if isinstance(e, dict) and e.get("model_role", s.get("model_role")) == "student"),
             "expert_cost": float(expert_stats.get("instance_cost") or 0.0),
         })
     return out
@@ -373,6 +376,10 @@ def _records(path: Path, under: Path | None = None) -> int | str:
     return count
 
 
+#: Fewer held-out instances than this and the figure says its intervals are too wide to read as a finding.
+MIN_HELDOUT = 30
+
+
 def plot_rounds(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -380,33 +387,43 @@ def plot_rounds(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rounds = [r["round"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     rated = [r for r in rows if r["heldout_rate"] != ""]
     if rated:
         x = [r["round"] for r in rated]
         y = [100 * r["heldout_rate"] for r in rated]
         err = [[100 * (r["heldout_rate"] - r["heldout_ci_low"]) for r in rated],
                [100 * (r["heldout_ci_high"] - r["heldout_rate"]) for r in rated]]
-        left.errorbar(x, y, yerr=err, marker="o", capsize=4, color="#2563eb", label="student alone (95% CI)")
-        n = ", ".join(f"n={r['heldout_total']}" for r in rated)
-        left.set_title(f"held-out resolve rate of each round's trained student ({n})", fontsize=9)
-        left.legend(fontsize=8)
+        left.errorbar(x, y, yerr=err, marker="o", capsize=4, color="#2563eb", label="trained student alone, 95% CI")
+        sizes = sorted({r["heldout_total"] for r in rated})
+        left.set_title(f"held-out resolve rate (n={'/'.join(str(n) for n in sizes)} per round)", fontsize=10)
+        left.legend(fontsize=8, loc="upper left")
+        if min(sizes) < MIN_HELDOUT:
+            left.text(0.5, 0.5, f"n < {MIN_HELDOUT}: intervals too wide\nto read as a finding", ha="center", va="center",
+                      transform=left.transAxes, color="#b91c1c", fontsize=10, alpha=0.8)
     else:
         left.text(0.5, 0.5, "no held-out evaluation configured", ha="center", va="center", transform=left.transAxes)
-        left.set_title("held-out resolve rate", fontsize=9)
+        left.set_title("held-out resolve rate", fontsize=10)
     left.set_xlabel("round")
     left.set_ylabel("% resolved")
+    left.set_ylim(-5, 105)
     left.set_xticks(rounds)
     steps = [r["mean_student_steps_before_switch"] for r in rows]
-    errors = [r["student_format_errors_per_step"] for r in rows]
-    right.plot(rounds, [s if s != "" else float("nan") for s in steps], marker="o", color="#c2410c",
+    share = [r["student_malformed_share"] for r in rows]
+    right.plot(rounds, [v if v != "" else float("nan") for v in steps], marker="o", color="#c2410c",
                label="student steps before the switch (mean)")
-    right.plot(rounds, [e if e != "" else float("nan") for e in errors], marker="s", color="#475569",
-               label="malformed replies per student step")
+    right.set_ylabel("steps", color="#c2410c")
+    right.set_ylim(0, 1.25 * max([v for v in steps if v != ""] + [1]))
     right.set_xlabel("round")
     right.set_xticks(rounds)
-    right.set_title(f"generation: the student that made each round's data ({rows[-1]['instances']} instances/round)", fontsize=9)
-    right.legend(fontsize=8)
+    twin = right.twinx()
+    twin.plot(rounds, [v if v != "" else float("nan") for v in share], marker="s", color="#475569",
+              label="share of student replies malformed")
+    twin.set_ylim(-0.05, 1.05)
+    twin.set_ylabel("share malformed", color="#475569")
+    right.set_title(f"the generating student ({rows[-1]['instances']} instances per round)", fontsize=10)
+    lines = right.get_legend_handles_labels(), twin.get_legend_handles_labels()
+    right.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="center left")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
