@@ -142,7 +142,7 @@ def scan(root: Path, logs: list[str]) -> list[str]:
 
 
 def test_no_secret_in_any_output_or_log(tmp_path):
-    """run-batch, eval, convert and categorize (`shift` too in the slow variant below)."""
+    """run-batch, eval, convert, categorize and view (`shift` too in the slow variant below)."""
     pipeline(tmp_path, n_solved=1, shift=False)
 
 
@@ -190,6 +190,7 @@ def pipeline(tmp_path: Path, n_solved: int, shift: bool) -> None:
             "--judge-model", "openai/judge", "--judge-api-base", judge.url, "--judge-api-key-env", "OEC_SCAN_JUDGE_KEY",
             "--retry-backoff", "0.01", "--no-progress")
         assert len(judge.requests) >= 2  # the judge's echoing error was met and retried
+    run("view", out / "trajs", "--report", out / "logs" / "scan", "--sft", out / "sft", "-o", out / "view")
     if shift:
         run("shift", "--set", f"expert={out / 'trajs'}", "--set", f"student={out / 'trajs'}", "--reference", "expert",
             "-o", out / "shift", "--min-instances", "3")
@@ -201,7 +202,8 @@ def pipeline(tmp_path: Path, n_solved: int, shift: bool) -> None:
     assert "Incorrect API key provided: ***" in failed["info"]["exit_reason"]
     assert json.loads((out / "logs" / "scan" / "report.json").read_text())["resolved"] == n_solved
     assert (out / "sft" / "train.jsonl").read_text().strip()
-    assert any((out / "cat").rglob("*.jsonl")) and (not shift or any((out / "shift").iterdir()))
+    assert any((out / "cat").rglob("*.jsonl")) and (out / "view" / "view.html").exists()
+    assert not shift or any((out / "shift").iterdir())
     # `$VAR` references are kept, literals redacted, in the config every trajectory carries.
     models = solved["replay_config"]["agent"]["model"]["models"]
     assert models[0]["api_key"] == "***" and models[1]["api_key"] == "$OEC_SCAN_API_KEY"
