@@ -157,9 +157,12 @@ def _judge_stats(node) -> list:
 
 class BatchRun:
     def __init__(self, config: RunConfig, instances: list[Instance], output_dir: Path, num_workers: int = 1,
-                 redo_existing: bool = False):
+                 redo_existing: bool = False, keep_errors: bool = False):
         self.config, self.instances, self.output_dir = config, instances, Path(output_dir)
         self.num_workers, self.redo_existing = max(1, num_workers), redo_existing
+        #: Environment errors (a failed image pull, a Docker hiccup) are the infrastructure's, not the
+        #: model's: a rerun redoes them unless asked to keep them.
+        self.keep_errors = keep_errors
         blocking = next((p for p in (self.output_dir, *self.output_dir.parents) if p.exists()), None)
         if blocking is not None and not blocking.is_dir():
             raise UserError(f"output folder {self.output_dir} cannot be made: {blocking} is a file; give a folder with -o/--output-dir")
@@ -183,11 +186,11 @@ class BatchRun:
         if self.redo_existing:
             return None
         ids = expected_branches(self.output_dir, iid) if is_branching(self.config) else [iid]
-        infos = {uid: self._finished(trajectory_path(self.output_dir, uid)) for uid in ids or []}
+        infos = {uid: self._finished(trajectory_path(self.output_dir, uid), self.keep_errors) for uid in ids or []}
         return infos if ids is not None and all(infos.values()) else None
 
     @staticmethod
-    def _finished(path: Path) -> dict | None:
+    def _finished(path: Path, keep_errors: bool = True) -> dict | None:
         recover_trajectory(path)  # a run killed mid-way: its .traj assembled from the step log (then redone)
         if not path.exists():
             return None
@@ -195,7 +198,9 @@ class BatchRun:
             traj = load_trajectory(path)
         except TrajectoryFormatError:
             return None  # a corrupt file is redone
-        return traj.info.model_dump() if traj.finished else None
+        if not traj.finished or (not keep_errors and "exit_environment_error" in str(traj.info.exit_status)):
+            return None
+        return traj.info.model_dump()
 
     # ------------------------------------------------------------ one instance
 

@@ -50,6 +50,7 @@ def run_batch_command(
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle (with --seed) before slicing."),
     seed: int = typer.Option(42, "--seed"),
     redo_existing: bool = typer.Option(False, "--redo-existing", help="Rerun instances that already have a finished trajectory."),
+    keep_errors: bool = typer.Option(False, "--keep-errors", help="Count exit_environment_error runs as done (default: a rerun redoes them)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
     skip_empty_problem: bool = typer.Option(False, "--skip-empty-problem-statements", help="Leave out rows whose problem statement is blank (counted)."),
@@ -75,7 +76,7 @@ def run_batch_command(
                                languages=languages.split(",") if languages else None)
     chosen = take_shard(select_instances(loaded, slice_, filter_, shuffle, seed), shard)
     out = output_dir or Path(run_config.output_dir)
-    state = BatchRun(run_config, chosen, out, num_workers, redo_existing).run(progress=progress)
+    state = BatchRun(run_config, chosen, out, num_workers, redo_existing, keep_errors).run(progress=progress)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(state.counts().items())) or "none"
     typer.echo(f"{state.done} run, {state.skipped} already done; exit statuses: {counts}")
     typer.echo(state.cost_table())

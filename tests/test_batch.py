@@ -140,6 +140,11 @@ def test_environment_failure_is_recorded_and_the_batch_goes_on(tmp_path):
     statuses = yaml.safe_load((tmp_path / "out" / "run_batch_exit_statuses.yaml").read_text())
     assert statuses == {"exit_environment_error": ["broken"], "submitted": [base.instance_id]}
     assert "nope" in load_trajectory(tmp_path / "out/broken/broken.traj").info.exit_reason
+    # An environment error is the infrastructure's: a rerun redoes it (and only it), unless kept.
+    rerun = run_batch(tmp_path, config, path, tmp_path / "out")
+    assert "1 run, 1 already done" in rerun.stdout
+    kept = run_batch(tmp_path, config, path, tmp_path / "out", "--keep-errors")
+    assert "0 run, 2 already done" in kept.stdout
 
 
 def test_shards_partition_the_list():
