@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from sweagent_oec import progress
 from sweagent_oec.config import RunConfig
 from sweagent_oec.data.trajectory import (
     ModelStats,
@@ -317,27 +318,54 @@ class BatchRun:
 
 
 class BatchProgress:
-    """A live line: done/total, running, exit-status counts, cost so far, ETA."""
+    """Live: a row per running instance (id, role, step, last action, cost) above one line with
+    done/total, exit-status counts, cost so far and ETA. Transient: when the batch ends the display
+    goes, and the command prints its summary on lines of its own."""
+
+    #: Rows shown at most (the rest are counted).
+    MAX_ROWS = 20
 
     def __init__(self, state: BatchState):
         from rich.console import Console
         from rich.live import Live
 
         self.state = state
-        self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
+        self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
 
     def render(self):
+        from rich.console import Group
+        from rich.table import Table
         from rich.text import Text
 
         s = self.state
         with s.lock:
             finished = s.done + s.skipped
             counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.counts().items())) or "-"
-            running = len(s.running)
+            running_ids = set(s.running)
             rate = s.done / max(time.monotonic() - s.started, 1e-9)
             remaining = s.total - finished
+            nodes = dict(s.nodes)
         eta = f"{remaining / rate:.0f}s" if s.done and rate > 0 else "?"
-        return Text(f"[{finished}/{s.total}] running {running} | {counts} | cost ${BATCH_BUDGET.cost:.2f} | ETA {eta}")
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for column, justify in (("instance", "left"), ("role", "left"), ("step", "right"), ("last action", "left"),
+                                ("cost $", "right")):
+            table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis",
+                             max_width=60 if column == "last action" else None)
+        notes = progress.running()
+        for iid in sorted(running_ids)[: self.MAX_ROWS]:
+            note = notes.get(iid)
+            if note is None:
+                table.add_row(iid, "-", "-", "starting", "-")
+            else:
+                style = {"student": "blue", "expert": "dark_orange"}.get(note["role"], "")
+                table.add_row(iid, Text(note["role"], style=style), str(note["step"]),
+                              " ".join(note["action"].split())[:200], f"{note['cost']:.4f}")
+        more = len(running_ids) - self.MAX_ROWS
+        line = f"[{finished}/{s.total}] running {len(running_ids)}" + (f" (+{more} not shown)" if more > 0 else "")
+        line += f" | {counts} | cost ${BATCH_BUDGET.cost:.2f} | ETA {eta}"
+        if nodes:
+            line += " | per node " + ", ".join(f"{n}: {c}" for n, c in sorted(nodes.items()))
+        return Group(table, Text(line)) if running_ids else Text(line)
 
     def start(self) -> None:
         self.live.start()
@@ -347,5 +375,4 @@ class BatchProgress:
         self.live.update(self.render())
 
     def stop(self) -> None:
-        self.refresh()
         self.live.stop()

@@ -20,22 +20,33 @@ def run_command(
     repo: Optional[Path] = typer.Option(None, "--repo", help="Run on a local repository folder instead of an instance."),
     problem_statement: Optional[str] = typer.Option(None, "--problem-statement", "-p", help="The task for --repo; @FILE reads a file."),
     bundled: bool = typer.Option(False, "--bundled", help="Run on the bundled tinycalc task (no setup needed)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only where the trajectory went, not every step."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where the trajectory goes (default: the config's output_dir)."),
 ) -> None:
     """Run the agent on one task and print where the trajectory went and the exit status."""
     from sweagent_oec.config import load_config
+    from sweagent_oec import progress
     from sweagent_oec.runner import run_units
     from sweagent_oec.tasks.select import single_instance
 
     run_config = load_config(config, overrides)
     out = output_dir or Path(run_config.output_dir)
     instance = single_instance(instances, instance_id, repo, problem_statement, bundled, out / ".tasks", split)
-    units = run_units(run_config, instance, out)  # one trajectory, or one per branch point
+    with progress.listening(lambda note: None if quiet else typer.echo(step_line(note))):
+        units = run_units(run_config, instance, out)  # one trajectory, or one per branch point
     for _, path, info in units:
         typer.echo(f"trajectory: {path}")
         typer.echo(f"exit status: {info['exit_status']}")
     if not units or not all(str(info["exit_status"]).startswith("submitted") for _, _, info in units):
         raise typer.Exit(1)
+
+
+def step_line(note: dict) -> str:
+    """One step as `run` prints it: role, step, action, and the start of what came back."""
+    action = " ".join(note["action"].split())
+    seen = " ".join(str(note["observation"]).split())
+    return (f"[{note['role']} {note['step']}] {action[:160]}{'...' if len(action) > 160 else ''}"
+            f"\n    -> {seen[:160]}{'...' if len(seen) > 160 else ''}")
 
 
 def run_batch_command(
@@ -77,8 +88,10 @@ def run_batch_command(
     chosen = take_shard(select_instances(loaded, slice_, filter_, shuffle, seed), shard)
     out = output_dir or Path(run_config.output_dir)
     state = BatchRun(run_config, chosen, out, num_workers, redo_existing, keep_errors).run(progress=progress)
-    counts = ", ".join(f"{k}: {v}" for k, v in sorted(state.counts().items())) or "none"
-    typer.echo(f"{state.done} run, {state.skipped} already done; exit statuses: {counts}")
+    typer.echo(f"{state.done} run, {state.skipped} already done")
+    counts = sorted(state.counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    width = max([len("exit status")] + [len(k) for k, _ in counts])
+    typer.echo("\n".join([f"{'exit status':<{width}}  count"] + [f"{k:<{width}}  {v:5d}" for k, v in counts]))
     typer.echo(state.cost_table())
     if state.nodes:
         typer.echo("instances per node: " + ", ".join(f"{node}: {n}" for node, n in sorted(state.nodes.items())))

@@ -19,6 +19,8 @@ import traceback
 from pathlib import Path
 
 from sweagent_oec.data.actions import FormatError, new_tool_call_id, parse_action, render_action
+from sweagent_oec import progress
+from sweagent_oec.secrets import scrub
 from sweagent_oec.agent.actors import Actor
 from sweagent_oec.agent.history import apply_processors, to_messages
 from sweagent_oec.agent.prompts import observation_message, render, system_message
@@ -99,8 +101,10 @@ class Agent:
         except AgentExit as e:
             self._autosubmit(e.exit_status, str(e))
         except Exception as e:  # a bug or an unforeseen failure: recorded, never lost
-            self.info["traceback"] = traceback.format_exc()
+            self.info["traceback"] = scrub(traceback.format_exc())  # an error may carry a key it was given
             self._autosubmit("exit_error", f"{type(e).__name__}: {e}")
+        finally:
+            progress.finish(self.instance.instance_id)
         self.save()
         return self.info
 
@@ -241,7 +245,7 @@ class Agent:
 
     def _autosubmit(self, exit_status: str, reason: str) -> None:
         log.info("%s: %s (%s)", self.instance.instance_id, exit_status, reason)
-        self.info["exit_reason"] = reason
+        self.info["exit_reason"] = scrub(reason)
         try:
             submission = self._diff()
         except Exception:
@@ -304,6 +308,9 @@ class Agent:
         self.steps.append(step)
         # Keep the reply exactly as the model wrote it (content and tool calls) in the history.
         self.history += self._turn(actor, {"content": reply.content, "tool_calls": reply.tool_calls}, step, output)
+        progress.step(self.instance.instance_id, role=actor.role, model=actor.model.name, index=len(self.steps) - 1,
+                      action=step["action"], observation=output,
+                      cost=sum(a.model.stats.instance_cost for a in self.actors))
 
     # ------------------------------------------------------------ output
 
