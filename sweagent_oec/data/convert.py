@@ -298,24 +298,30 @@ def convert_source(files: Iterator[str], report: dict[str, str] | None, options:
     return range(start, len(spool.ids))  # this source's spool rows
 
 
-def _ordered_map(fn, tasks: Iterator, workers: int):
-    """`map(fn, tasks)` in `workers` forked processes, results in order, at most a few per worker
-    in flight (memory stays bounded however many tasks there are)."""
-    window = 4 * workers
-    first = list(itertools.islice(tasks, 2 * window))
-    if workers <= 1 or len(first) < 2 * window or threading.active_count() > 1:
+def _ordered_map(fn, tasks: Iterator, workers: int, chunk: int = 16):
+    """`map(fn, tasks)` in `workers` forked processes, `chunk` tasks a message, results in order,
+    a few chunks per worker in flight (memory stays bounded however many tasks there are)."""
+    window = 2 * workers
+    first = list(itertools.islice(tasks, window * chunk))
+    if workers <= 1 or len(first) < window * chunk or threading.active_count() > 1:
         # Few files, or threads that a fork would copy mid-flight: one process.
         yield from map(fn, itertools.chain(first, tasks))
         return
     import multiprocessing
 
+    chunks = itertools.chain((first[i:i + chunk] for i in range(0, len(first), chunk)),
+                             iter(lambda: list(itertools.islice(tasks, chunk)), []))
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        pending = deque(pool.apply_async(fn, (t,)) for t in first)
-        for task in tasks:
-            yield pending.popleft().get()
-            pending.append(pool.apply_async(fn, (task,)))
+        pending = deque(pool.apply_async(_map_chunk, (fn, c)) for c in itertools.islice(chunks, window))
+        for c in chunks:
+            yield from pending.popleft().get()
+            pending.append(pool.apply_async(_map_chunk, (fn, c)))
         while pending:
-            yield pending.popleft().get()
+            yield from pending.popleft().get()
+
+
+def _map_chunk(fn, tasks: list) -> list:
+    return [fn(task) for task in tasks]
 
 
 def _record(path: Path, instance_id: str, status: str | None, options: Options, prompt: sft.StudentPrompt | None,
