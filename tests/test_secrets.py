@@ -214,3 +214,25 @@ def pipeline(tmp_path: Path, n_solved: int, shift: bool) -> None:
     assert any("retrying" in log for log in logs)  # the echoing 500 was logged, scrubbed
 
     assert scan(out, logs) == []
+
+
+def test_a_secret_under_an_ordinary_name_or_echoed_by_a_command_never_reaches_the_trajectory(tmp_path):
+    from sweagent_oec.data.trajectory import load_trajectory
+    from sweagent_oec.runner import run_instance
+    from tests.agent_helpers import write_replay
+
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"
+    api_key = "sk-known-to-the-process-0123456789"
+    secrets.remember(api_key)
+    replay = write_replay(tmp_path, [{"thought": "", "action": "echo FOO=$FOO"},
+                                     {"thought": "", "action": f"echo {api_key[:10]}''{api_key[10:]}"},
+                                     {"thought": "", "action": "submit"}])
+    config = build_config({"agent": {"tools": {"parse_function": {"type": "function_calling"},
+                                               "env_variables": {"FOO": token, "PLAIN": "visible-value"}},
+                                     "model": {"name": "replay", "replay_path": str(replay)}}})
+    path, info = run_instance(config, tinycalc(tmp_path), tmp_path / "out")
+    text = path.read_text()
+    assert token not in text and api_key not in text
+    steps = load_trajectory(path).trajectory
+    assert steps[0].observation.strip() == "FOO="  # never passed into the session
+    assert steps[1].observation.strip() == secrets.REDACTED  # printed by a command, scrubbed before it is written

@@ -25,7 +25,7 @@ from sweagent_oec.agent.actors import Actor
 from sweagent_oec.agent.history import apply_processors, to_messages
 from sweagent_oec.agent.prompts import observation_message, render, system_message
 from sweagent_oec.data.trajectory import STUDENT, ModelStats, TrajectoryWriter
-from sweagent_oec.env.runtime import Runtime, RuntimeError_
+from sweagent_oec.env.runtime import Runtime, RuntimeError_, secret_variable
 from sweagent_oec.exits import AgentExit, CommandTimeoutLimit, EnvironmentFailure, FormatErrorLimit, Interrupted, Submitted
 from sweagent_oec.models.switching import SwitchSchedule
 from sweagent_oec.tasks.instances import Instance
@@ -118,6 +118,9 @@ class Agent:
         """The acting model's tool settings in the session: its env_variables, and whether the
         editor shows large Python files as a file map (USE_FILEMAP)."""
         settings = {**actor.tools.env_variables, FILEMAP_VARIABLE: "true" if actor.tools.use_filemap else "false"}
+        for name in [n for n, v in settings.items() if secret_variable(n, v)]:  # secrets never reach the session
+            log.warning("not passing %s into the agent's session: secrets never reach it", name)
+            del settings[name]
         self._sh("export " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in settings.items()))
 
     def step(self) -> None:
@@ -299,6 +302,7 @@ class Agent:
 
     def record(self, actor: Actor, reply, thought: str, action: Action, output: str, messages: list[dict],
                duration: float, format_errors: list[dict]) -> None:
+        output = scrub(output)  # a command may print a secret the process knows (an API key it was given)
         step = {"action": to_command_line(action), "observation": output, "response": reply.content or "",
                 "thought": thought, "execution_time": duration, "state": {}, "query": messages,
                 "extra_info": {"tool_call": {"name": action.name, "arguments": action.arguments}, **reply.extra},

@@ -24,7 +24,7 @@ import docker
 import docker.errors
 
 from sweagent_oec.env.session import SESSION_ENDED, TIMED_OUT, MarkerSession, OutputReader, refusal_functions
-from sweagent_oec.env.runtime import SECRET_NAME, SOURCE_GIT_DIR, EnvConfig, RuntimeError_, RuntimeInfo
+from sweagent_oec.env.runtime import SOURCE_GIT_DIR, EnvConfig, RuntimeError_, RuntimeInfo, secret_variable
 from sweagent_oec.errors import UserError
 from sweagent_oec.tasks.instances import Instance
 
@@ -144,7 +144,7 @@ class DockerRuntime(MarkerSession):
         # Only what the config names goes in, minus anything named like a secret: never the host's environment.
         env = {}
         for key, value in config.env_variables.items():
-            if SECRET_NAME.search(key):
+            if secret_variable(key, value):
                 log.warning("not passing %s into the container: secrets never reach the agent's session", key)
             else:
                 env[key] = value

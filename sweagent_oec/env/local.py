@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from sweagent_oec.env.runtime import (
-    SECRET_NAME,
+    secret_variable,
     EnvConfig,
     RuntimeError_,
     RuntimeInfo,
@@ -363,7 +363,7 @@ class LocalRuntime(MarkerSession):
         if venv:
             env["VIRTUAL_ENV"] = venv
         for key, value in {**task_env, **self.config.env_variables}.items():
-            if SECRET_NAME.search(key):
+            if secret_variable(key, value):
                 log.warning("not passing %s into the agent's session: secrets never reach it", key)
                 continue
             if key == "PYTHONPATH":

@@ -11,11 +11,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from sweagent_oec import secrets
+
 #: Marker appended when output is cut at the runtime's cap.
 OUTPUT_CAPPED_MARKER = "\n<output capped at {limit} bytes: {dropped} bytes dropped>"
 
 #: Environment variable names that are never passed into the agent's session.
 SECRET_NAME = re.compile(r"(_API_KEY|_TOKEN|SECRET|PASSWORD|_KEY_ID|CREDENTIALS?)$|SECRET|^AWS_|^HF_TOKEN$", re.I)
+
+
+def secret_variable(name: str, value: object) -> bool:
+    """A variable that must not reach the agent's session: named like a secret, shaped like a
+    provider key (`FOO: ghp_...`), or holding a secret this process knows (a resolved API key)."""
+    text = str(value)
+    return bool(SECRET_NAME.search(name) or secrets.is_secret_key(name) or secrets.looks_like_secret(text)
+                or (len(text) >= secrets.MIN_SECRET_LENGTH and text.strip() in secrets.known_secrets()))
 
 
 class RuntimeError_(Exception):
