@@ -93,7 +93,8 @@ def run_remote(config, instance: "Instance", accountant, cost_limit: float) -> d
              "node_ip": ray.util.get_node_ip_address()}
     if cost_limit and spent >= cost_limit:
         return {"not_started": True, "executor": where}
-    BATCH_BUDGET.share_with(lambda cost: ray.get(accountant.add.remote(cost)))
+    if cost_limit:  # one round trip per priced call, only where a limit needs the cluster's total
+        BATCH_BUDGET.share_with(lambda cost: ray.get(accountant.add.remote(cost)))
     scratch = Path(tempfile.mkdtemp(prefix="oec-ray-"))
     try:
         try:

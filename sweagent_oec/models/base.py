@@ -50,7 +50,7 @@ class BatchBudget:
     def add(self, cost: float) -> float:
         with self._lock:
             self.cost += cost
-            if self._shared is not None:
+            if self._shared is not None and cost:
                 self.cost = max(self.cost, self._shared(cost))
             return self.cost
 
