@@ -62,19 +62,41 @@ def synth(
 def embedded(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: $OEC_CACHE_DIR/embedded or ~/.cache/sweagent-oec/embedded)."),
     n: Optional[int] = typer.Option(None, "-n", help="List only the first n instances."),
-    workers: int = typer.Option(2, help="Parallel test runs while building."),
+    workers: int = typer.Option(2, help="Parallel test runs while revalidating."),
+    revalidate: bool = typer.Option(False, "--revalidate", help="Rebuild the set from the pinned sdists (every test run) and say what differs from the shipped data."),
+    ids: Optional[str] = typer.Option(None, "--ids", help="With --revalidate: only these instances (comma-separated), their test lists recomputed."),
+    update_shipped: bool = typer.Option(False, "--update-shipped", help="With --revalidate: write the rebuilt set as the package's shipped data (maintainers)."),
 ) -> None:
-    """Build the embedded task set on first use, then list it."""
+    """Materialize the shipped, pre-validated task set on first use (repos and venvs, no test runs), then list it."""
     from rich.console import Console
     from rich.table import Table
 
-    from sweagent_oec.tasks.embedded import embedded_instances, embedded_instances_path
+    from sweagent_oec.errors import UserError
+    from sweagent_oec.tasks.embedded import default_cache_dir, embedded_instances, embedded_instances_path
+    from sweagent_oec.tasks.embedded import revalidate as revalidate_set
 
+    console = Console()
+    if (ids or update_shipped) and not revalidate:
+        raise UserError("--ids and --update-shipped go with --revalidate.")
+    if revalidate:
+        cache = cache_dir.expanduser().resolve() if cache_dir else default_cache_dir()
+        work = cache.parent / f"{cache.name}-revalidate"
+        chosen = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+        differences = revalidate_set(work, chosen, workers, update_shipped)
+        for line in differences:
+            console.print(line, markup=False, highlight=False)
+        what = f"{len(chosen)} instances" if chosen else "the whole set"
+        if update_shipped:
+            console.print(f"shipped data rewritten from a rebuild in {work} ({len(differences)} differences from before)")
+            return
+        if differences:
+            raise UserError(f"revalidation of {what} found {len(differences)} differences from the shipped data (above); rebuilt in {work}.")
+        console.print(f"revalidated {what}: the shipped data holds (rebuilt in {work})")
+        return
     instances = embedded_instances(cache_dir, n, workers)
     table = Table("FAIL_TO_PASS", "PASS_TO_PASS")
     table.add_column("instance_id", overflow="fold")
     for instance in instances:
         table.add_row(str(len(instance.FAIL_TO_PASS)), str(len(instance.PASS_TO_PASS)), instance.instance_id)
-    console = Console()
     console.print(table)
     console.print(f"{len(instances)} instances in {embedded_instances_path(cache_dir, workers)}")

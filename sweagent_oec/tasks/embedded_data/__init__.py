@@ -1,0 +1,1 @@
+"""Data only: the embedded task set, pre-validated (instances.jsonl, manifest.json); see tasks/embedded.py."""
