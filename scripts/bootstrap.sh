@@ -16,13 +16,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.oec-stamp"
-want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$EXTRAS"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+hash="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+# The stamp is "<pyproject hash>-<extras>": a venv that already has every wanted extra (say, the
+# main job's after the test suite's) is not reinstalled; extras installed before are kept in it.
+have="$(cat "$stamp" 2>/dev/null || true)"
+missing="$(comm -23 <(tr ',' '\n' <<<"$EXTRAS" | sed '/^$/d' | sort -u) <([ "${have%%-*}" = "$hash" ] && tr ',' '\n' <<<"${have#*-}" | sort -u))"
+if [ -n "$missing" ]; then
   echo "[bootstrap] installing sweagent-oec[$EXTRAS] into $VENV (a few minutes the first time)" >&2
   # torch first, pinned to the CPU build: left to itself pip may pick a multi-GB CUDA build.
   "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0"
   "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[$EXTRAS]"
-  echo "$want" > "$stamp"
+  all="$EXTRAS"; [ "${have%%-*}" = "$hash" ] && all="${have#*-},$EXTRAS"
+  echo "$hash-$(tr ',' '\n' <<<"$all" | sed '/^$/d' | sort -u | paste -sd,)" > "$stamp"
 fi
 # Best effort: the local runtime sandboxes with bubblewrap where it is installed.
 if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -6,7 +6,7 @@
 # With OPENAI_API_KEY set (and OEC_OFFLINE unset) it is a cheap sanity check of the real thing:
 # config/openai_switching_test.yaml on a few embedded tasks, then evaluation.
 # Otherwise it runs the embedded default, offline (no key, no GPU, no Docker):
-#   embedded tasks (real bugs in real projects) -> run-batch with switching (a local Gemma 3 270M
+#   embedded tasks (real bugs in real projects, shipped pre-validated) -> run-batch with switching (a local Gemma 3 270M
 #   student served like vLLM, then the oracle expert at a step drawn from [1, 3]) and an all-expert
 #   reference batch -> eval -> convert (masked SFT data) -> train a tiny model a few steps ->
 #   shift plots -> categorize (pre-rules only: no judge model is reachable) -> summary.
@@ -19,7 +19,11 @@ OUT="${OEC_OUT:-$ROOT/out/demo}"
 N="${OEC_INSTANCES:-4}"                 # instances in the round
 WORKERS="${OEC_WORKERS:-2}"
 TRAIN_STEPS="${OEC_TRAIN_STEPS:-4}"
-export OEC_EXTRAS="${OEC_EXTRAS:-train,analysis,dev,student}"
+# What the job needs, nothing more (no test tools). The local student's server (the 'student' extra)
+# is installed only on the offline path, just before generation (see student_wheel_start).
+export OEC_EXTRAS="$(tr ',' '\n' <<<"${OEC_EXTRAS:-train,analysis}" | grep -vx student | paste -sd,)"
+WHEELS="${OEC_CACHE_DIR:-$HOME/.cache/sweagent-oec}/wheels"
+OFFLINE=1; [ -n "${OPENAI_API_KEY:-}" ] && [ -z "${OEC_OFFLINE:-}" ] && OFFLINE=""
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 say() { echo "[test_oec] $*" >&2; }
@@ -39,7 +43,39 @@ echo "bootstrap $((SECONDS - start))" >> "$OUT/timings.txt"
 PY="$ROOT/.venv/bin/python"
 OEC="$ROOT/.venv/bin/sweagent-oec"
 
-# Tasks: the embedded set (built on first use, cached after), first N instances.
+# The student's server, llama-cpp-python, compiles llama.cpp for minutes the first time (no binary
+# wheel on PyPI). Its wheel is built in the background, into $WHEELS, while the tasks, the expert
+# batch and its evaluation run, and installed just before generation; later runs find it installed,
+# or reuse the wheel (a lock keeps a rerun from building it twice, even after a SIGKILL).
+WHEEL_PID=""
+student_wheel_start() {
+  "$PY" -c 'import llama_cpp.server' 2>/dev/null && return 0
+  local pin; pin="$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | sed 's/\[server\]//')"
+  mkdir -p "$WHEELS"
+  say "building $pin's wheel in the background (log: $OUT/student-wheel.log)"
+  setsid flock "$WHEELS/.lock" bash -c '
+    ls "$1"/llama_cpp_python-"${2#*==}"-*.whl >/dev/null 2>&1 && exit 0
+    tmp="$(mktemp -d "$1/.build.XXXXXX")"
+    "$3" -m pip wheel -q --no-deps --disable-pip-version-check "$2" -w "$tmp" && mv "$tmp"/llama_cpp_python-*.whl "$1"/
+    rc=$?; rm -rf "$tmp"; exit $rc' _ "$WHEELS" "$pin" "$PY" > "$OUT/student-wheel.log" 2>&1 &
+  WHEEL_PID=$!
+}
+student_install() {
+  if [ -n "$WHEEL_PID" ]; then
+    wait "$WHEEL_PID" || { tail -5 "$OUT/student-wheel.log" >&2; say "building llama-cpp-python failed (log: $OUT/student-wheel.log)"; exit 1; }
+    WHEEL_PID=""
+  fi
+  PIP_FIND_LINKS="$WHEELS" OEC_EXTRAS="$OEC_EXTRAS,student" scripts/bootstrap.sh
+}
+# The student server lives only as long as generation needs it, and dies with this script (so does
+# an unfinished wheel build, unless the script is SIGKILLed: then it finishes for the next run).
+SERVER_PID=""
+stop_server() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""; }
+cleanup() { stop_server; [ -n "$WHEEL_PID" ] && kill -- -"$WHEEL_PID" 2>/dev/null; WHEEL_PID=""; }
+trap cleanup EXIT INT TERM
+[ -n "$OFFLINE" ] && student_wheel_start
+
+# Tasks: the embedded set (shipped pre-validated; its repos and venvs made on first use), first N instances.
 instances() {
   "$PY" - "$N" "$OUT/instances.jsonl" <<'PYEOF'
 import sys
@@ -50,7 +86,7 @@ PYEOF
 }
 [ -s "$OUT/instances.jsonl" ] || stage tasks instances
 
-if [ -n "${OPENAI_API_KEY:-}" ] && [ -z "${OEC_OFFLINE:-}" ]; then
+if [ -z "$OFFLINE" ]; then
   say "OPENAI_API_KEY is set: cheap sanity check with config/openai_switching_test.yaml"
   stage generate "$OEC" run-batch -c config/openai_switching_test.yaml -i "$OUT/instances.jsonl" \
     -o "$OUT/trajectories" -w "$WORKERS"
@@ -60,10 +96,6 @@ if [ -n "${OPENAI_API_KEY:-}" ] && [ -z "${OEC_OFFLINE:-}" ]; then
   exit 0
 fi
 
-# The student server lives only as long as generation needs it, and dies with this script.
-SERVER_PID=""
-stop_server() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""; }
-trap stop_server EXIT INT TERM
 generate() {
   rm -f "$OUT/student.json"
   "$OEC" serve-student --info-file "$OUT/student.json" > "$OUT/student-server.out" 2>&1 &
@@ -79,15 +111,15 @@ generate() {
   "$OEC" run-batch -c config/local_demo.yaml -i "$OUT/instances.jsonl" -o "$OUT/trajectories" -w "$WORKERS" --no-progress
   stop_server
 }
-stage generate generate
+# The all-expert reference first: it needs no student, so it runs while the student's wheel builds.
 stage expert "$OEC" run-batch -c config/oracle_expert.yaml -i "$OUT/instances.jsonl" -o "$OUT/expert_trajectories" \
   -w "$WORKERS" --no-progress
-
-for run in oec expert; do
-  preds="$OUT/trajectories/preds.json"; [ "$run" = expert ] && preds="$OUT/expert_trajectories/preds.json"
-  stage "eval_$run" "$OEC" eval --instances "$OUT/instances.jsonl" --predictions "$preds" --run-id "$run" \
-    --output-dir "$OUT/eval" --workers "$WORKERS"
-done
+stage eval_expert "$OEC" eval --instances "$OUT/instances.jsonl" --predictions "$OUT/expert_trajectories/preds.json" \
+  --run-id expert --output-dir "$OUT/eval" --workers "$WORKERS"
+stage student_install student_install
+stage generate generate
+stage eval_oec "$OEC" eval --instances "$OUT/instances.jsonl" --predictions "$OUT/trajectories/preds.json" \
+  --run-id oec --output-dir "$OUT/eval" --workers "$WORKERS"
 
 # SFT data rewritten for the student's inference prompt; OEC records train only the expert's turns.
 export OEC_STUDENT_API_BASE="${OEC_STUDENT_API_BASE:-http://127.0.0.1:0/v1}"  # read, not used, by convert
