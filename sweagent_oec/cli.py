@@ -36,6 +36,7 @@ from failure_categorization.command import categorize_command; app.command("cate
 from sweagent_oec.train.command import train_command; app.command("train")(train_command)  # noqa: E402,E702
 from sweagent_oec.view.command import view_command; app.command("view")(view_command)  # noqa: E402,E702
 from sweagent_oec.commands import rounds_command; app.command("rounds")(rounds_command)  # noqa: E402,E702
+from sweagent_oec.env.command import images_app; app.add_typer(images_app, name="images")  # noqa: E402,E702
 
 
 def main() -> None:

@@ -87,6 +87,10 @@ def run_batch_command(
                                languages=languages.split(",") if languages else None)
     chosen = take_shard(select_instances(loaded, slice_, filter_, shuffle, seed), shard)
     out = output_dir or Path(run_config.output_dir)
+    if run_config.env.type == "docker" and run_config.executor.type == "threads":
+        from sweagent_oec.env.docker import connect
+
+        connect(run_config.env.docker_host)  # no engine: one error now, not one per instance
     state = BatchRun(run_config, chosen, out, num_workers, redo_existing, keep_errors).run(progress=progress)
     typer.echo(f"{state.done} run, {state.skipped} already done")
     counts = sorted(state.counts().items(), key=lambda kv: (-kv[1], kv[0]))

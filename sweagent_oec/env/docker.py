@@ -95,19 +95,32 @@ def connect(docker_host: str | None = None) -> docker.DockerClient:
     return client
 
 
-def find_image(client: docker.DockerClient, candidates: list[str]) -> str:
-    """The first candidate the engine has, else the first one pulled; UserError when neither works."""
-    if not candidates:
-        raise UserError("no image for this instance: its repo is not SWE-smith's owner__name.commit8 and it has no "
-                        "image_name; set env.image_name")
+def present_image(client: docker.DockerClient, candidates: list[str]) -> str | None:
+    """The first candidate the engine already has."""
     for name in candidates:
         try:
             client.images.get(name)
             return name
         except docker.errors.ImageNotFound:
             continue
+    return None
+
+
+def find_image(client: docker.DockerClient, candidates: list[str]) -> str:
+    """The first candidate the engine has, else the first one pulled; UserError when neither works."""
+    if not candidates:
+        raise UserError("no image for this instance: its repo is not SWE-smith's owner__name.commit8 and it has no "
+                        "image_name; set env.image_name")
+    have = present_image(client, candidates)
+    if have is not None:
+        return have
     try:
-        client.images.pull(candidates[0])
+        from sweagent_oec.env.images import pull
+
+        log.info("pulling %s (not in the engine; `sweagent-oec images pull` fetches a batch's images up front)", candidates[0])
+        started = time.monotonic()
+        pull(client, candidates[0])
+        log.info("pulled %s in %.0fs", candidates[0], time.monotonic() - started)
         return candidates[0]
     except docker.errors.DockerException as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

@@ -63,6 +63,10 @@ def eval_command(
         raise UserError(f"{run_dir} cannot be made: {blocking} is a file; give another --output-dir or --run-id")
     if executor not in ("threads", "ray"):
         raise UserError(f"--executor must be threads or ray, not {executor!r}")
+    if runtime == "docker" and executor == "threads" and not ray_address:
+        from sweagent_oec.env.docker import connect
+
+        connect()  # no engine: one error now, not one per instance
     opts = EvalOptions(run_id=run_id, output_dir=output_dir, workers=workers, timeout=timeout, runtime=runtime,
                        redo_existing=redo_existing, gold=gold, policy=grading,  # type: ignore[arg-type]
                        executor="ray" if ray_address else executor, ray_address=ray_address)
