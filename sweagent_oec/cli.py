@@ -14,29 +14,43 @@ import traceback
 
 import typer
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline, quiet, faster litellm import
-
 app = typer.Typer(
     name="sweagent-oec",
-    help="On-policy expert corrections for SWE agents: run, run-batch, eval, convert, train, shift, categorize.",
+    help="On-policy expert corrections for SWE agents. Commands in pipeline order: tasks and images, run and "
+         "run-batch, eval and score, convert, train, rounds; then the analyses (shift, categorize) and view.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
-# --- stage commands (one line each) ---
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sweagent-oec {version('sweagent-oec')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    pass
+
+
+# --- stage commands, one line each, registered (and listed by --help) in pipeline order ---
 from sweagent_oec.tasks.command import tasks_app; app.add_typer(tasks_app, name="tasks")  # noqa: E402,E702
-from sweagent_oec.data.command import convert_command; app.command("convert")(convert_command)  # noqa: E402,E702
-from sweagent_oec.harness.command import eval_command, merge_preds_command; app.command("eval")(eval_command); app.command("merge-preds")(merge_preds_command)  # noqa: E402,E702
-from sweagent_oec.harness.command import score_command; app.command("score")(score_command)  # noqa: E402,E702
-from covariate_shift_analysis.command import shift_command; app.command("shift")(shift_command)  # noqa: E402,E702
-from sweagent_oec.commands import run_batch_command, run_command, serve_student_command; app.command("run")(run_command); app.command("run-batch")(run_batch_command); app.command("serve-student")(serve_student_command)  # noqa: E402,E702
-from sweagent_oec.commands import summary_command; app.command("summary")(summary_command)  # noqa: E402,E702
-from failure_categorization.command import categorize_command; app.command("categorize")(categorize_command)
-from sweagent_oec.train.command import train_command; app.command("train")(train_command)  # noqa: E402,E702
-from sweagent_oec.view.command import view_command; app.command("view")(view_command)  # noqa: E402,E702
-from sweagent_oec.commands import rounds_command; app.command("rounds")(rounds_command)  # noqa: E402,E702
 from sweagent_oec.env.command import images_app; app.add_typer(images_app, name="images")  # noqa: E402,E702
+from sweagent_oec.commands import run_batch_command, run_command; app.command("run")(run_command); app.command("run-batch")(run_batch_command)  # noqa: E402,E702
+from sweagent_oec.harness.command import merge_preds_command; app.command("merge-preds")(merge_preds_command)  # noqa: E402,E702
+from sweagent_oec.harness.command import eval_command, score_command; app.command("eval")(eval_command); app.command("score")(score_command)  # noqa: E402,E702
+from sweagent_oec.data.command import convert_command; app.command("convert")(convert_command)  # noqa: E402,E702
+from sweagent_oec.train.command import train_command; app.command("train")(train_command)  # noqa: E402,E702
+from sweagent_oec.commands import rounds_command; app.command("rounds")(rounds_command)  # noqa: E402,E702
+from covariate_shift_analysis.command import shift_command; app.command("shift")(shift_command)  # noqa: E402,E702
+from failure_categorization.command import categorize_command; app.command("categorize")(categorize_command)  # noqa: E402,E702
+from sweagent_oec.view.command import view_command; app.command("view")(view_command)  # noqa: E402,E702
+from sweagent_oec.commands import serve_student_command, summary_command; app.command("serve-student")(serve_student_command); app.command("summary")(summary_command)  # noqa: E402,E702
 
 
 def main() -> None:
