@@ -402,3 +402,29 @@ def test_the_guard_holds_in_a_swesmith_container(task: Instance, tmp_path: Path)
                         "incomplete_test_run" if name == "exits" else "suspected_test_tampering"), report
         if policy == "swesmith":  # SWE-smith's command: no -rA, the F2P file only
             assert "+ pytest --disable-warnings --color=no --tb=no --verbose tests/test_calc.py\n" in log
+
+
+def test_code_imported_by_a_conftest_before_the_session_is_watched_too(task: Instance, tmp_path: Path) -> None:
+    """When the task's own conftest.py imports the package, the patched source runs while pytest is still
+    starting (before any session hook). The guard's first snapshot is taken before pytest starts: a change
+    made then by code from a file the patch changed is tampering (found on tinydb, whose conftest imports it)."""
+    repo = tmp_path / "with_conftest"
+    _git(tmp_path, "clone", "-q", task.local.repo_dir, str(repo))
+    (repo / "tests" / "conftest.py").write_text("import calc  # noqa: F401\n")
+    _git(repo, "add", "tests/conftest.py")
+    _git(repo, "commit", "-qm", "conftest imports the package")
+    instance = task.model_copy(update={"instance_id": f"{task.instance_id}.conftest_imports", "base_commit": _git(repo, "rev-parse", "HEAD").strip(),
+                                       "local": task.local.model_copy(update={"repo_dir": str(repo)})})
+    (tmp_path / "p").mkdir()
+    patches = {"swallows": make_patch(instance, tmp_path / "p", lambda r: _prepend(r, "calc.py", SWALLOW_RUNTEST)),
+               "forges": make_patch(instance, tmp_path / "p", lambda r: _prepend(r, "calc.py", FORGE_REPORTS)),
+               "plugin": make_patch(instance, tmp_path / "p", lambda r: _prepend(r, "calc.py", REGISTERS_PLUGIN))}
+    for name, patch in patches.items():
+        evaluate([instance], {instance.instance_id: Prediction(instance_id=instance.instance_id, model_patch=patch)},
+                 opts(tmp_path, run_id=name, policy="swesmith"))
+        report = _report(tmp_path, instance.instance_id, name)
+        why = report.get("unresolved_reason", "")
+        assert not report["resolved"] and why.startswith("suspected_test_tampering"), (name, report)
+        assert ("before the session started" in why) if name != "plugin" else ("a pytest plugin registered from" in why), why
+    evaluate([instance], None, opts(tmp_path, run_id="gold", policy="swesmith", gold=True))
+    assert _report(tmp_path, instance.instance_id, "gold")["resolved"]

@@ -251,18 +251,24 @@ class Snapshot(object):
                 inner, code = _watched(value)
                 self.entries.append((prefix + key, namespace, key, value, inner, code))
 
-    def changes(self):
+    def changes(self, values=None):
+        """Labels of what changed; with a dict as `values`, also label -> the binding's current value."""
         changed = []
         missing = object()
         for label, namespace, key, value, inner, code in self.entries:
             current = namespace.get(key, missing)
             if current is not value or (code is not None and getattr(inner, "__code__", None) is not code):
                 changed.append(label)
+                if values is not None:
+                    values[label] = current if current is not value else inner
         for prefix, namespace, size in self.spaces:
             if len(namespace) != size:  # something was added (or removed): was it code?
                 watched = set(e[2] for e in self.entries if e[1] is namespace)
-                changed.extend(prefix + key + " (added)" for key, value in list(namespace.items())
-                               if key not in watched and _binds_code(value))
+                for key, value in list(namespace.items()):
+                    if key not in watched and _binds_code(value):
+                        changed.append(prefix + key + " (added)")
+                        if values is not None:
+                            values[prefix + key + " (added)"] = value
         return changed
 
 
@@ -273,6 +279,7 @@ class GuardPlugin(object):
         self.runner = runner
         self.modules = []
         self.baseline = None
+        self.early = None
         self.pluginmanager = None
         self.plugins = set()
         self.code = {}
@@ -344,10 +351,25 @@ class GuardPlugin(object):
             self.tamper(why)
 
     def pytest_sessionstart(self, session):
+        """Conftests are loaded by now, and whatever repository code they import has run: what that
+        code changed in the runner since the guard's first snapshot (taken before pytest started)
+        is tampering when the new code comes from a file the patch changed (installed plugins may
+        legitimately change things); so are plugins and import hooks defined there. Then the baseline."""
+        if self.early is not None:
+            values = {}
+            for label in self.early.changes(values):
+                inner = _watched(values[label])[0]
+                path = getattr(getattr(inner, "__code__", None), "co_filename", None)
+                if path and os.path.realpath(path) in self.changed:
+                    self.tamper("the test runner was modified before the session started: %s (by %s)" % (label, path))
+        self.finders = set()
+        self.pluginmanager = session.config.pluginmanager
+        self.plugins = set()
+        for why in self._new_finders():
+            self.tamper(why)
         names = [n for n in sys.modules if n.split(".")[0] in ("pytest", "_pytest", "pluggy")]
         self.modules = sorted(set(names + ["builtins", "__main__"]))
         self.finders = set(id(f) for f in list(sys.meta_path) + list(sys.path_hooks))
-        self.pluginmanager = session.config.pluginmanager
         self.plugins = set(id(p) for p in self.pluginmanager.get_plugins())
         self.baseline = Snapshot(self.modules)
         self.hooks = self._hooks()
@@ -455,6 +477,8 @@ def child(argv):
         return add_marker(self, *args, **kwargs)
 
     _pytest.nodes.Node.add_marker = guarded_add_marker  # before the snapshot: part of the baseline
+    names = [n for n in sys.modules if n.split(".")[0] in ("pytest", "_pytest", "pluggy")]
+    plugin.early = Snapshot(sorted(set(names + ["builtins", "__main__"])))
     code = pytest.main(args, plugins=[plugin])
     sys.stdout.flush()
     sys.stderr.flush()
