@@ -470,13 +470,14 @@ def child(argv):
     plugin = GuardPlugin(fd, [os.path.abspath(c) for c in changed], runner)
     import _pytest.nodes
 
-    add_marker = _pytest.nodes.Node.add_marker
+    add_marker = getattr(_pytest.nodes.Node, "add_marker", None)  # pytest >= 3.6
 
     def guarded_add_marker(self, *args, **kwargs):
         plugin.marker_added(args[0] if args else kwargs.get("marker"))
         return add_marker(self, *args, **kwargs)
 
-    _pytest.nodes.Node.add_marker = guarded_add_marker  # before the snapshot: part of the baseline
+    if add_marker is not None:
+        _pytest.nodes.Node.add_marker = guarded_add_marker  # before the snapshot: part of the baseline
     names = [n for n in sys.modules if n.split(".")[0] in ("pytest", "_pytest", "pluggy")]
     plugin.early = Snapshot(sorted(set(names + ["builtins", "__main__"])))
     code = pytest.main(args, plugins=[plugin])
