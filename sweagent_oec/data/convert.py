@@ -87,7 +87,7 @@ class Tally:
     loops_by_rule: Counter = field(default_factory=Counter)
     dropped: list[dict] = field(default_factory=list)
 
-    def drop(self, stage: str, reason: str, path: Path, instance_id: str | None, **detail) -> None:
+    def drop(self, stage: str, reason: str, path: Path | str, instance_id: str | None, **detail) -> None:
         self.counts[reason] += 1
         self.dropped.append({"stage": stage, "reason": reason, "instance_id": instance_id, "traj_path": str(path), **detail})
 
@@ -128,15 +128,19 @@ def encode(record: dict, tokenizer=None) -> Encoded:
     messages = json.dumps(record["messages"])
     rest = json.dumps({k: v for k, v in record.items() if k != "messages"})
     line = ('{"messages": ' + messages + ", " + rest[1:] + "\n").encode()  # == json.dumps(record)
-    roles = Counter()
+    trained = masked = context = 0
     message_keys: dict = {}
     for m in record["messages"]:
         message_keys.update(dict.fromkeys(m))
-        roles["trained" if m["train"] else ("masked_assistant" if m["role"] == "assistant" else "context")] += 1
+        if m["train"]:
+            trained += 1
+        elif m["role"] == "assistant":
+            masked += 1
+        else:
+            context += 1
     kind, step = record["source"], record["switch_step"]
     ref = Ref(record["instance_id"], hashlib.blake2b(messages.encode(), digest_size=16).digest(), -1, len(line),
-              kind, "bc" if step is None or kind == "bc" else str(step),
-              roles["trained"], roles["masked_assistant"], roles["context"])
+              kind, "bc" if step is None or kind == "bc" else str(step), trained, masked, context)
     if tokenizer is not None:
         ref.tokens_trained, ref.tokens_masked = _count_tokens(tokenizer, record["messages"])
     return Encoded(line, ref, tuple(record), tuple(message_keys))
@@ -219,13 +223,14 @@ def _walk(folder: str) -> Iterator[str]:
             yield full
 
 
-def sidecar_switch_step(traj: Path) -> int | None:
+def sidecar_switch_step(traj: Path | str) -> int | None:
     """`<traj>.oec.json` = {"switch_step": N}: the switch step of an external trajectory."""
-    sidecar = traj.with_name(traj.name + ".oec.json")
-    if not sidecar.is_file():
+    sidecar = f"{traj}.oec.json"
+    if not os.path.isfile(sidecar):
         return None
     try:
-        value = json.loads(sidecar.read_text())["switch_step"]
+        with open(sidecar) as f:
+            value = json.load(f)["switch_step"]
     except (ValueError, KeyError, TypeError, OSError):
         raise TrajectoryFormatError(f"{sidecar}: expected {{\"switch_step\": N}}") from None
     if value is not None and (not isinstance(value, int) or value < 0):
@@ -265,8 +270,8 @@ _JOB: Job | None = None  # set by the stage before its workers fork
 def convert_file(task: tuple[str, str, str | None]) -> tuple[Encoded | None, Tally]:
     """One trajectory -> its encoded record (None if dropped) and what happened to it. Runs in a
     worker process; everything it needs is in `_JOB`."""
-    name, instance_id, status = task
-    path, job, tally = Path(name), _JOB, Tally()
+    path, instance_id, status = task
+    job, tally = _JOB, Tally()
     if job.options.resolved_only and status != filters.RESOLVED:
         tally.drop("resolved_filter", status, path, instance_id)
         return None, tally
@@ -324,7 +329,7 @@ def _map_chunk(fn, tasks: list) -> list:
     return [fn(task) for task in tasks]
 
 
-def _record(path: Path, instance_id: str, status: str | None, options: Options, prompt: sft.StudentPrompt | None,
+def _record(path: str, instance_id: str, status: str | None, options: Options, prompt: sft.StudentPrompt | None,
             tally: Tally, instances: dict | None) -> dict | None:
     """One trajectory's record, or None when a filter dropped it (and said why in the tally)."""
     conv = sft.read_conversation(path, _switch_step(path, options), instance_id)
@@ -352,7 +357,7 @@ def _resolved(status: str | None) -> bool | None:
     return None if status in (None, filters.MISSING) else status == filters.RESOLVED
 
 
-def _switch_step(path: Path, options: Options) -> int | None:
+def _switch_step(path: Path | str, options: Options) -> int | None:
     sidecar = sidecar_switch_step(path)
     return sidecar if sidecar is not None else options.switch_step
 
