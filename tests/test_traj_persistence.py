@@ -142,3 +142,16 @@ def test_sigkill_during_steps_then_resume_loses_and_redoes_nothing_finished(tmp_
     assert not list(out.rglob("*.steps.jsonl"))
     preds = json.loads((out / "preds.json").read_text())
     assert preds["tiny-01"]["model_patch"] and preds["tiny-00"]["model_patch"]
+
+
+def test_the_header_is_written_again_only_when_it_changes(tmp_path):
+    path = tmp_path / "h" / "h.traj"
+    writer = TrajectoryWriter(path)
+    environment = {"workdir": "/w", "limits": {"max_processes": 64}}
+    for j, (steps, history) in enumerate(loop_like_run(6)):
+        if j == 3:
+            environment = {**environment, "limits": {"max_processes": 128}}
+        writer.save(steps, history, {"exit_status": None}, {"agent": {"x": 1}}, dict(environment))  # a new dict each time
+    lines = [json.loads(line) for line in step_log_path(path).read_text().splitlines()]
+    assert ["environment" in line for line in lines] == [True, False, False, True, False, False]
+    assert read_step_log(step_log_path(path))["environment"]["limits"] == {"max_processes": 128}

@@ -12,6 +12,7 @@ Reading is tolerant of what SWE-agent really writes: some of its files store `to
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 from pathlib import Path
@@ -276,9 +277,9 @@ class TrajectoryWriter:
             self._log = open(self.log_path, "w")
             self.path.unlink(missing_ok=True)  # an earlier run's .traj: this run redoes it
         entry: dict = {}
-        if self._header != (id(replay_config), id(environment)):
+        if not self._header or self._header[0] != replay_config or self._header[1] != environment:
             entry.update(replay_config=replay_config, environment=environment)
-            self._header = (id(replay_config), id(environment))
+            self._header = (copy.deepcopy(replay_config), copy.deepcopy(environment))  # both small, rarely written
         new_steps = []
         for step in steps[self._steps:]:
             query = step.get("query") or []
