@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,22 +25,7 @@ from sweagent_oec.batch import BatchRun  # noqa: E402
 from sweagent_oec.config import ModelConfig, build_config  # noqa: E402
 from sweagent_oec.models.litellm_model import LiteLLMModel  # noqa: E402
 from sweagent_oec.tasks.bundled import materialize_tinycalc  # noqa: E402
-
-SERVER = """
-import sys, time
-sys.path.insert(0, sys.argv[3])
-from tests.openai_server import OpenAIServer, Reply, tool_call
-latency, steps = float(sys.argv[1]), int(sys.argv[2])
-def answer(request):
-    done = sum(m["role"] == "assistant" for m in request["messages"]) >= steps - 1
-    call = tool_call("submit", {}) if done else tool_call("bash", {"command": "echo hi"})
-    return Reply(content="", tool_calls=[call], delay=latency)
-with OpenAIServer(answer) as server:
-    print(server.url, len(server.requests), flush=True)
-    for line in sys.stdin:  # any line: report the request count
-        print(len(server.requests), flush=True)
-"""
-
+from benchmarks.latency_server import LatencyServer  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,12 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    root = str(Path(__file__).resolve().parent.parent)
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(args.latency), str(args.steps), root],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        url = server.stdout.readline().split()[0]
-        model = {"name": "openai/bench", "api_base": url, "api_key": "k", "per_instance_cost_limit": 0}
+    with LatencyServer(args.latency, args.steps) as server:
+        model = {"name": "openai/bench", "api_base": server.url, "api_key": "k", "per_instance_cost_limit": 0}
         LiteLLMModel(ModelConfig(**model)).query([{"role": "user", "content": "warm-up"}])
         with tempfile.TemporaryDirectory() as tmp:
             base = materialize_tinycalc(Path(tmp))
@@ -66,11 +46,7 @@ def main() -> None:
             started = time.perf_counter()
             state = BatchRun(config, instances, Path(tmp) / "out", num_workers=args.workers).run(progress=False)
             seconds = time.perf_counter() - started
-        server.stdin.write("count\n")
-        server.stdin.flush()
-        steps = int(server.stdout.readline()) - 1  # less the warm-up call
-    finally:
-        server.kill()
+        steps = server.requests() - 1  # less the warm-up call
     assert state.counts() == {"submitted": args.instances}, state.counts()
     achieved, ideal = steps / seconds, args.workers / args.latency
     print(f"{steps} steps in {seconds:.1f} s with {args.workers} workers, latency {args.latency}s")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,36 +31,15 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from sweagent_oec.batch import BatchRun  # noqa: E402
 from sweagent_oec.config import build_config  # noqa: E402
 from sweagent_oec.tasks.bundled import materialize_tinycalc  # noqa: E402
+from benchmarks.latency_server import LatencyServer  # noqa: E402
 
-SERVER = """
-import sys
-sys.path.insert(0, sys.argv[3])
-from tests.openai_server import OpenAIServer, Reply, tool_call
-latency, steps = float(sys.argv[1]), int(sys.argv[2])
-def answer(request):
-    done = sum(m["role"] == "assistant" for m in request["messages"]) >= steps - 1
-    call = tool_call("submit", {}) if done else tool_call("bash", {"command": "echo hi"})
-    return Reply(content="", tool_calls=[call], delay=latency)
-with OpenAIServer(answer) as server:
-    print(server.url, flush=True)
-    for line in sys.stdin:  # any line: report the request count
-        print(len(server.requests), flush=True)
-"""
-
-
-def requests(server: subprocess.Popen) -> int:
-    server.stdin.write("count\n")
-    server.stdin.flush()
-    return int(server.stdout.readline())
-
-
-def timed_batch(config, instances, out: Path, workers: int, server) -> tuple[float, int]:
-    before = requests(server)
+def timed_batch(config, instances, out: Path, workers: int, server: LatencyServer) -> tuple[float, int]:
+    before = server.requests()
     started = time.perf_counter()
     state = BatchRun(config, instances, out, num_workers=workers).run(progress=False)
     seconds = time.perf_counter() - started
     assert state.counts() == {"submitted": len(instances)}, state.counts()
-    return seconds, requests(server) - before
+    return seconds, server.requests() - before
 
 
 def main() -> None:
@@ -74,13 +52,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    root = str(Path(__file__).resolve().parent.parent)
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(args.latency), str(args.steps), root],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = LatencyServer(args.latency, args.steps)
     cluster = None
     try:
-        url = server.stdout.readline().split()[0]
-        model = {"name": "openai/bench", "api_base": url, "api_key": "k", "per_instance_cost_limit": 0, "total_cost_limit": 0}
+        model = {"name": "openai/bench", "api_base": server.url, "api_key": "k", "per_instance_cost_limit": 0, "total_cost_limit": 0}
         with tempfile.TemporaryDirectory() as tmp:
             base = materialize_tinycalc(Path(tmp))
             instances = [base.model_copy(update={"instance_id": f"bench-{i:03d}"}) for i in range(args.instances)]
@@ -114,7 +89,7 @@ def main() -> None:
                   f"Ray overhead {per_instance:.2f} s per instance = {100 * per_instance / instance_time:.1f}% of a "
                   f"{args.steps}-step instance at L={args.latency}s (target < 5%)")
     finally:
-        server.kill()
+        server.__exit__()
         if ray.is_initialized():
             ray.shutdown()
         if cluster is not None:
