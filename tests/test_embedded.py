@@ -111,6 +111,25 @@ def test_shipped_data_for_other_pins_or_tampered_is_refused(tmp_path):
         embedded.shipped_manifest(folder)
 
 
+def test_compare_names_every_difference_but_not_object_addresses():
+    shipped = embedded.shipped_instances()[:3]
+    assert embedded.compare(shipped, shipped) == []
+    a, b, c = shipped
+    same_but_addresses = a.model_copy(update={"problem_statement": a.problem_statement + "\nassert x in <Obj at 0x7f0813c7c7d0> 8729543990206"})
+    shipped_a = a.model_copy(update={"problem_statement": a.problem_statement + "\nassert x in <Obj at 0x7f280aba2990> 8738124487614"})
+    assert embedded.compare([shipped_a], [same_but_addresses]) == []
+    reworded = a.model_copy(update={"problem_statement": a.problem_statement + " Please."})
+    moved = b.model_copy(update={"FAIL_TO_PASS": b.FAIL_TO_PASS + b.PASS_TO_PASS[:1], "PASS_TO_PASS": b.PASS_TO_PASS[1:]})
+    other_patch = c.model_copy(update={"instance_id": c.instance_id + "x"})
+    differences = embedded.compare([a, b, c], [reworded, moved, other_patch])
+    assert differences == sorted([
+        f"{a.instance_id}: problem_statement differs",
+        f"{b.instance_id}: FAIL_TO_PASS differs (only shipped: [], only rebuilt: {b.PASS_TO_PASS[:1]})",
+        f"{b.instance_id}: PASS_TO_PASS differs (only shipped: {b.PASS_TO_PASS[:1]}, only rebuilt: [])",
+        f"{c.instance_id}: shipped, not rebuilt", f"{c.instance_id}x: rebuilt, not shipped"])
+    assert embedded.compare([a, b], [b, a]) == ["the same instances in another order"]
+
+
 def test_sdist_with_the_wrong_hash_is_refused_and_removed(tmp_path):
     archive = tmp_path / "download" / "tinydb-4.8.2.tar.gz"
     archive.parent.mkdir()
@@ -130,8 +149,10 @@ def test_first_use_refuses_an_sdist_whose_hash_differs(tmp_path):
     with pytest.raises(UserError, match="sha256 .* is not the pinned .* the download was removed"):
         embedded.embedded_instances(cache)
     assert not (cache / "instances.jsonl").exists() and not (cache / "manifest.json").exists()
-    assert not any(list((cache / p.name / "download").iterdir()) for p in embedded.PROJECTS)
-    assert not any((cache / p.name / "repo").exists() for p in embedded.PROJECTS)
+    # The first refusal stops the rest (a project not yet checked keeps its archive, checked on next use).
+    assert any(not list((cache / p.name / "download").iterdir()) for p in embedded.PROJECTS)
+    assert not any((cache / p.name / "repo").exists() or (cache / p.name / "sdist").exists() for p in embedded.PROJECTS)
+    assert not (cache / "venvs").exists() or not list((cache / "venvs").iterdir())  # nothing installed
 
 
 def test_cli_revalidate_options_are_checked_before_any_work(tmp_path):
