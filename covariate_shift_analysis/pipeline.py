@@ -33,7 +33,7 @@ COLUMNS = ("metric", "set", "reference", "turn", "n", "estimate", "ci_low", "ci_
 RECOMMENDED_MIN = 10
 #: protocol -> defaults of the settings the two protocols set differently
 DEFAULTS = {
-    "default": dict(n_boot=200, eps=divergence.DEFAULT_EPS, seed=0, metrics=list(METRICS), max_rollouts=None, text="action"),
+    "default": dict(n_boot=200, eps=divergence.DEFAULT_EPS, seed=42, metrics=list(METRICS), max_rollouts=None, text="action"),
     "paper": dict(n_boot=500, eps=1e-6, seed=42, metrics=list(PAPER_METRICS), max_rollouts=50, text="message"),
 }
 

@@ -6,9 +6,11 @@ Heavy imports (litellm, matplotlib, the stage) happen inside the function so `--
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
+
+from sweagent_oec import options
 
 
 def categorize_command(
@@ -19,13 +21,13 @@ def categorize_command(
     run: List[str] = typer.Option([], "--run", help="LABEL=TRAJ_DIR[:REPORT]; repeat to compare runs side by side."),
     compare: List[str] = typer.Option([], "--compare", help="[LABEL=]DIR of an earlier run's output (<out>/<label>); repeat. Plots only, no judging."),
     taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="Taxonomy YAML (categories, rubric, prerules) (default: the shipped one)."),
-    instances: Optional[Path] = typer.Option(None, "--instances", help="Instances .json/.jsonl: problem statements and gold patches for the judge."),
+    instances: Optional[Path] = options.instances(help="Instances .json/.jsonl or datasets folder: problem statements and gold patches for the judge."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of --instances when it is a datasets folder (default: train, else its only split)."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="litellm model name of the judge, e.g. anthropic/claude-sonnet-4-20250514."),
     judge_api_base: Optional[str] = typer.Option(None, "--judge-api-base", help="Base URL of an OpenAI-compatible judge server."),
     judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="Name of the environment variable holding the judge's API key."),
-    protocol: str = typer.Option("default", "--protocol", help="default (pre-rules, condensed case with patches, JSON answer) | paper (the OEC paper's judge: free-text answer, temperature 1); see the README."),
-    response_format: Optional[str] = typer.Option(None, "--response-format", help="auto (default) | json_schema | json_object | none (auto: json_schema where litellm says the model supports it). Paper: none."),
+    protocol: Literal["default", "paper"] = typer.Option("default", "--protocol", help="default (pre-rules, condensed case with patches, JSON answer) | paper (the OEC paper's judge: free-text answer, temperature 1); see the README."),
+    response_format: Optional[Literal["auto", "json_schema", "json_object", "none"]] = typer.Option(None, "--response-format", help="auto (default) | json_schema | json_object | none (auto: json_schema where litellm says the model supports it). Paper: none."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Judge sampling temperature (default: 0; paper: 1)."),
     max_tokens: int = typer.Option(1024, "--max-tokens", help="Cap on each judge answer."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds per judge call."),
@@ -33,7 +35,7 @@ def categorize_command(
     retry_backoff: float = typer.Option(2.0, "--retry-backoff", help="Seconds before the first retry; doubled each time."),
     select_all: bool = typer.Option(False, "--all", help="Categorize every trajectory, not only the report's unresolved and error ones."),
     submitted: bool = typer.Option(False, "--submitted", help="Score runs that submitted a patch on the rubric instead of categorizing failures."),
-    workers: int = typer.Option(4, "--workers", "-w", help="Concurrent judge calls."),
+    workers: int = options.workers(4, help="Concurrent judge calls."),
     cost_limit: Optional[float] = typer.Option(None, "--cost-limit", help="USD: no new judge call once this much was spent; the rest is recorded not_judged."),
     prerules_only: bool = typer.Option(False, "--prerules-only", help="Ask no judge: pre-rules only, everything else not_judged."),
     no_prerules: bool = typer.Option(False, "--no-prerules", help="Send every trajectory to the judge."),
@@ -94,8 +96,6 @@ def categorize_command(
         raise UserError("--submitted scores runs on the rubric, which needs a judge; drop --prerules-only")
     if not prerules_only and not judge_model:
         raise UserError("give the judge with --judge-model MODEL (litellm name), or use --prerules-only")
-    if protocol not in ("default", "paper"):
-        raise UserError(f"--protocol {protocol!r}: use default or paper")
     if protocol == "paper":
         d = InputConfig()  # the default protocol's sizes; the paper's are fixed
         sizes = (("--last-actions", last_actions, d.last_actions), ("--max-observation-chars", max_observation_chars, d.max_observation_chars),
@@ -109,8 +109,6 @@ def categorize_command(
         response_format = "none"
     response_format = response_format or "auto"
     temperature = temperature if temperature is not None else (1.0 if protocol == "paper" else 0.0)
-    if response_format not in ("auto", "json_schema", "json_object", "none"):
-        raise UserError(f"--response-format {response_format!r}: use auto, json_schema, json_object or none")
     if workers < 1 or retries < 0 or last_actions < 1:
         raise UserError("--workers and --last-actions must be at least 1, --retries at least 0")
     try:

@@ -67,10 +67,28 @@ def main() -> None:
     for noisy in ("LiteLLM", "litellm", "httpx", "httpcore", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app()
+        from typer._click import exceptions as cli_errors  # typer >= 0.25 carries its own click
+    except ImportError:  # pragma: no cover - older typer on the real click
+        from click import exceptions as cli_errors
+
+    def fail(message: str, code: int) -> None:
+        Console(stderr=True).print(f"[bold red]error:[/] {scrub(message)}", highlight=False, soft_wrap=True)
+        sys.exit(code)
+
+    try:
+        returned = app(standalone_mode=False, prog_name="sweagent-oec")
     except UserError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {scrub(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
+        fail(str(e), e.exit_code)
+    except cli_errors.NoArgsIsHelpError as e:  # a bare command (group): its help, as typer shows it
+        if str(e).strip():
+            print(e)
+        sys.exit(2)
+    except cli_errors.UsageError as e:  # a bad option or value, an unknown choice: one line, like every other error
+        hint = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        fail(" ".join(e.format_message().split()) + hint, e.exit_code)
+    except typer.Abort:
+        fail("aborted", 1)
+    sys.exit(returned if isinstance(returned, int) else 0)
 
 
 if __name__ == "__main__":

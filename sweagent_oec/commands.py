@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
-ConfigOpt = typer.Option(..., "--config", "-c", help="Run config YAML; repeat to merge several in order.")
+from sweagent_oec import options
+
+ConfigOpt = options.config()
 OverridesArg = typer.Argument(None, help="Config overrides as key.path=value, e.g. agent.model.temperature=0.5")
 
 
 def run_command(
     config: list[Path] = ConfigOpt,
     overrides: Optional[list[str]] = OverridesArg,
-    instances: Optional[str] = typer.Option(None, "--instances", "-i", help="Instances file (JSON/JSONL), datasets folder or HF name."),
+    instances: Optional[str] = options.instances(),
     instance_id: Optional[str] = typer.Option(None, "--instance-id", help="Which instance of --instances to run."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
+    split: Optional[str] = options.split(),
     repo: Optional[Path] = typer.Option(None, "--repo", help="Run on a local repository folder instead of an instance."),
     problem_statement: Optional[str] = typer.Option(None, "--problem-statement", "-p", help="The task for --repo; @FILE reads a file."),
     bundled: bool = typer.Option(False, "--bundled", help="Run on the bundled tinycalc task (no setup needed)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only where the trajectory went, not every step."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where the trajectory goes (default: the config's output_dir)."),
+    output_dir: Optional[Path] = options.output_dir(help="Where the trajectory goes (default: the config's output_dir)."),
 ) -> None:
     """Run the agent on one task and print where the trajectory went and the exit status."""
     from sweagent_oec.config import load_config
@@ -52,21 +54,22 @@ def step_line(note: dict) -> str:
 def run_batch_command(
     config: list[Path] = ConfigOpt,
     overrides: Optional[list[str]] = OverridesArg,
-    instances: str = typer.Option(..., "--instances", "-i", help="Instances: JSON/JSONL file, datasets folder, HF dataset name, or 'embedded'."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Trajectories, preds.json and summaries go here."),
-    num_workers: int = typer.Option(1, "--num-workers", "-w", help="Instances run at once (threads; model calls are I/O)."),
+    instances: str = options.instances(...),
+    output_dir: Optional[Path] = options.output_dir(help="Trajectories, preds.json and summaries go here (default: the config's output_dir)."),
+    workers: int = options.workers(help="Instances run at once (threads; model calls are I/O)."),
+    num_workers: Optional[int] = options.old_spelling("--num-workers"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: run the i-th of N interleaved parts (0-based); slurm: this array job's part."),
     slice_: Optional[str] = typer.Option(None, "--slice", help="Python slice of the instance list, e.g. 0:10."),
     filter_: Optional[str] = typer.Option(None, "--filter", help="Regex on instance ids."),
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle (with --seed) before slicing."),
-    seed: int = typer.Option(42, "--seed"),
+    seed: int = options.seed(help="Seed of --shuffle."),
     redo_existing: bool = typer.Option(False, "--redo-existing", help="Rerun instances that already have a finished trajectory."),
     keep_errors: bool = typer.Option(False, "--keep-errors", help="Count exit_environment_error runs as done (default: a rerun redoes them)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
+    split: Optional[str] = options.split(),
     skip_empty_problem: bool = typer.Option(False, "--skip-empty-problem-statements", help="Leave out rows whose problem statement is blank (counted)."),
     languages: Optional[str] = typer.Option(None, "--languages", help="Only rows in these languages, comma-separated, e.g. python (by the row's `language`, else its patch's files; counted)."),
-    executor: Optional[str] = typer.Option(None, "--executor", help="threads (default) | ray: each instance a Ray task (config: executor.*)."),
+    executor: Optional[Literal["threads", "ray"]] = typer.Option(None, "--executor", help="Where instances run (default: the config's executor.type, threads): ray makes each instance a Ray task."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto': a running one; default: RAY_ADDRESS, else a local Ray)."),
 ) -> None:
     """Run many instances; resumable, shardable; keeps preds.json current."""
@@ -76,10 +79,6 @@ def run_batch_command(
 
     run_config = load_config(config, overrides)
     if executor is not None or ray_address is not None:
-        from sweagent_oec.errors import UserError
-
-        if executor not in (None, "threads", "ray"):
-            raise UserError(f"--executor must be threads or ray, not {executor!r}")
         chosen_executor = run_config.executor.model_copy(update={
             k: v for k, v in {"type": executor or ("ray" if ray_address else None), "address": ray_address}.items() if v})
         run_config = run_config.model_copy(update={"executor": chosen_executor})
@@ -91,7 +90,8 @@ def run_batch_command(
         from sweagent_oec.env.docker import connect
 
         connect(run_config.env.docker_host)  # no engine: one error now, not one per instance
-    state = BatchRun(run_config, chosen, out, num_workers, redo_existing, keep_errors).run(progress=progress)
+    workers = options.deprecated(num_workers, "--num-workers", "-w/--workers", workers)
+    state = BatchRun(run_config, chosen, out, workers, redo_existing, keep_errors).run(progress=progress)
     typer.echo(f"{state.done} run, {state.skipped} already done")
     counts = sorted(state.counts().items(), key=lambda kv: (-kv[1], kv[0]))
     width = max([len("exit status")] + [len(k) for k, _ in counts])
@@ -120,6 +120,7 @@ def summary_command(
     from sweagent_oec.round_summary import print_summary, summarize_round
 
     print_summary(summarize_round(output_dir))
+    typer.echo(f"summary written to {output_dir / 'summary.json'}")
 
 
 def rounds_command(

@@ -607,7 +607,7 @@ def _shown(value: Any) -> str:
 SWE_AGENT_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "run": {
         "instances": (_NEVER, "give instances on the command line (run-batch --instances)"),
-        "num_workers": (_NEVER, "give it on the command line (run-batch --num-workers)"),
+        "num_workers": (_NEVER, "give it on the command line (run-batch -w/--workers)"),
         "redo_existing": (_NEVER, "give it on the command line (run-batch --redo-existing)"),
         "problem_statement": (_NEVER, "tasks come from --instances (JSON/JSONL, datasets, 'embedded')"),
         "suffix": (_NEVER, "name the folder with output_dir"),

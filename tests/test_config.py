@@ -200,7 +200,7 @@ def test_swe_agent_keys_that_cannot_be_honoured_are_errors_naming_key_and_reason
         load_config([write(tmp_path, "c.yaml", data)])
     message = str(err.value)
     assert message.startswith("5 config errors: ")
-    assert "<top>.num_workers: give it on the command line (run-batch --num-workers)" in message
+    assert "<top>.num_workers: give it on the command line (run-batch -w/--workers)" in message
     assert "agent.templates.demonstrations: demonstrations are not supported" in message
     assert "agent.model.models.0.fallbacks: fallback models are not supported" in message
     assert "agent.model.models.1.delay: a minimum delay between queries is not supported" in message

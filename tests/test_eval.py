@@ -249,7 +249,7 @@ def test_cli_predictions_and_instance_ids(task: Instance, tmp_path: Path) -> Non
         ("{broken", [], "not valid JSON"),
         ('[{"instance_id": "x"}]', [], "no 'model_patch' key"),
         ("{}", ["--gold"], "not both"),
-        ("{}", ["--runtime", "podman"], "--runtime must be"),
+        ("{}", ["--runtime", "podman"], "Invalid value for '--runtime'"),
     ],
 )
 def test_cli_bad_input_is_one_line(task: Instance, tmp_path: Path, content: str, extra: list[str], fragment: str) -> None:

@@ -129,7 +129,7 @@ def paper_sets(tmp_path_factory):
 def test_paper_protocol_end_to_end(paper_sets, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["shift", "--protocol", "paper", "--set", f"expert={paper_sets / 'expert'}",
-                                      "--set", f"student={paper_sets / 'student'}", "--out", str(out), "--bootstrap", "30",
+                                      "--set", f"student={paper_sets / 'student'}", "-o", str(out), "--bootstrap", "30",
                                       "--cache-dir", str(tmp_path / "cache")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "paper protocol" in result.output
@@ -154,7 +154,7 @@ def test_paper_protocol_end_to_end(paper_sets, tmp_path):
     assert not (out / "shift.csv").exists()
     hidden = tmp_path / "hidden"
     result = CliRunner().invoke(app, ["shift", "--protocol", "paper", "--set", f"expert={paper_sets / 'expert'}",
-                                      "--set", f"student={paper_sets / 'student'}", "--out", str(hidden), "--bootstrap", "5",
+                                      "--set", f"student={paper_sets / 'student'}", "-o", str(hidden), "--bootstrap", "5",
                                       "--min-instances", "3", "--hide-below-min", "--cache-dir", str(tmp_path / "cache")],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -176,7 +176,7 @@ def test_paper_protocol_refuses_what_it_does_not_do(paper_sets, tmp_path):
     assert (c.n_boot, c.eps, c.seed, c.max_rollouts, c.metrics) == (500, 1e-6, 42, 50, ["frechet", "kl"])
     d = ShiftConfig(sets=c.sets, out=tmp_path)
     d.validate()
-    assert (d.n_boot, d.eps, d.seed, d.max_rollouts, d.text) == (200, 1e-4, 0, None, "action")
+    assert (d.n_boot, d.eps, d.seed, d.max_rollouts, d.text) == (200, 1e-4, 42, None, "action")  # one seed default everywhere
     with pytest.raises(UserError, match="2\\+ 'e' rollouts per instance"):
         from covariate_shift_analysis.pipeline import run_shift
 

@@ -80,7 +80,7 @@ def cli_error(*args: str, env: dict | None = None) -> str:
 def test_shift_writes_table_json_and_plots(sets, tmp_path):
     out = tmp_path / "out"
     shift("--set", f"expert={sets / 'claude'}", "--set", f"student={sets / 'qwen'}", "--reference", "expert",
-          "--out", str(out), "--cache-dir", str(sets / "cache"), "--min-instances", "8", "--bootstrap", "10", "--pca", "8")
+          "-o", str(out), "--cache-dir", str(sets / "cache"), "--min-instances", "8", "--bootstrap", "10", "--pca", "8")
     with open(out / "shift.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["metric", "set", "reference", "turn", "n", "estimate", "ci_low", "ci_high", "level", "n_boot",
@@ -108,10 +108,10 @@ def test_shift_writes_table_json_and_plots(sets, tmp_path):
 def test_second_run_embeds_nothing_and_cut_at_median(sets, tmp_path):
     common = ["--set", f"expert={sets / 'claude'}", "--set", f"student={sets / 'qwen'}", "--cache-dir", str(tmp_path / "cache"),
               "--min-instances", "4", "--bootstrap", "5", "--metric", "frechet", "--metric", "mmd2", "--text", "both"]
-    shift(*common, "--out", str(tmp_path / "a"))
+    shift(*common, "-o", str(tmp_path / "a"))
     first = json.loads((tmp_path / "a" / "shift.json").read_text())
     assert first["texts_embedded"] > 0
-    shift(*common, "--out", str(tmp_path / "b"), "--cut-at-median", "--drop-first-turn")
+    shift(*common, "-o", str(tmp_path / "b"), "--cut-at-median", "--drop-first-turn")
     second = json.loads((tmp_path / "b" / "shift.json").read_text())
     assert second["texts_embedded"] == 0
     # Expert lengths are 7, 6, 5 in turn: median 6, so turns 2..6 remain.
@@ -147,7 +147,7 @@ def test_default_protocol_uses_every_rollout(sets, tmp_path):
         target.parent.mkdir(parents=True)
         shutil.copy(traj, target)
     out = tmp_path / "out"
-    result = shift("--set", f"expert={sets / 'claude'}", "--set", f"student={both}", "--out", str(out), "--cache-dir", str(sets / "cache"),
+    result = shift("--set", f"expert={sets / 'claude'}", "--set", f"student={both}", "-o", str(out), "--cache-dir", str(sets / "cache"),
                    "--min-instances", "8", "--bootstrap", "10", "--metric", "frechet", "--metric", "mmd2", "--metric", "auc", "--pca", "8")
     summary = json.loads((out / "shift.json").read_text())
     assert summary["sets"]["student"]["rollouts"] == 24 and summary["sets"]["student"]["instances_with_several_rollouts"] == 12

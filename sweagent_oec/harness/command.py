@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
+from sweagent_oec import options
+
 
 def eval_command(
-    instances: str = typer.Option(..., "--instances", help="Instances: JSON/JSONL file, `datasets` folder or Hugging Face dataset name."),
+    instances: str = options.instances(...),
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="preds.json or JSONL (one prediction per line)."),
     run_id: str = typer.Option(..., "--run-id", help="Name of this evaluation; outputs go to <output-dir>/<run-id>/."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Instances evaluated in parallel, each in its own environment."),
+    workers: int = options.workers(help="Instances evaluated in parallel, each in its own environment."),
     timeout: float = typer.Option(1800, "--timeout", min=1, help="Seconds the test command may run per instance."),
-    runtime: str = typer.Option("local", "--runtime", help="Where tests run: local | docker."),
+    runtime: Literal["local", "docker"] = typer.Option("local", "--runtime", help="Where tests run."),
     instance_ids: Optional[list[str]] = typer.Option(None, "--instance-ids", help="Only these ids (repeat, or comma-separated)."),
     redo_existing: bool = typer.Option(False, "--redo-existing", help="Re-evaluate instances that already have a report."),
     gold: bool = typer.Option(False, "--gold", help="Evaluate each instance's reverse bug patch instead of predictions."),
-    output_dir: Path = typer.Option(Path("logs/run_evaluation"), "--output-dir", help="Root folder of evaluation runs."),
-    grading: str = typer.Option("strict", "--grading", help="strict (missing/skipped tests fail) | swesmith (SWE-smith's rule)."),
-    harness: str = typer.Option("auto", "--harness", help="swesmith (ours) | swebench (SWE-bench's package, its images) | auto: swebench for SWE-bench instances."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of a hub dataset or datasets folder (default: test for SWE-bench, else train)."),
-    executor: str = typer.Option("threads", "--executor", help="threads | ray: each instance a Ray task (--ray-address, else RAY_ADDRESS)."),
+    output_dir: Path = options.output_dir(Path("logs/run_evaluation"), help="Root folder of evaluation runs: this one goes to <output-dir>/<run-id>/."),
+    grading: Literal["strict", "swesmith"] = typer.Option("strict", "--grading", help="strict: missing or skipped tests fail; swesmith: SWE-smith's rule (see the harness README)."),
+    harness: Literal["auto", "swesmith", "swebench"] = typer.Option("auto", "--harness", help="swesmith (ours), swebench (SWE-bench's package, its images), auto: swebench for SWE-bench instances."),
+    split: Optional[str] = options.split(),
+    executor: Literal["threads", "ray"] = typer.Option("threads", "--executor", help="ray: each instance a Ray task (--ray-address, else RAY_ADDRESS)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto': a running one)."),
 ) -> None:
     """Apply each prediction's patch in a fresh environment, run the tests, grade, and write reports."""
@@ -30,14 +32,9 @@ def eval_command(
 
     from sweagent_oec.errors import UserError
     from sweagent_oec.harness.evaluate import EvalOptions, evaluate
-    from sweagent_oec.harness.grading import POLICIES
     from sweagent_oec.harness.predictions import load_predictions
     from sweagent_oec.tasks.instances import check_unique_ids, get_instance, load_instances, with_branches
 
-    if runtime not in ("local", "docker"):
-        raise UserError(f"--runtime must be 'local' or 'docker', not {runtime!r}")
-    if grading not in POLICIES:
-        raise UserError(f"--grading must be one of {', '.join(POLICIES)}, not {grading!r}")
     if gold == (predictions is not None):
         raise UserError("give either --predictions FILE or --gold (evaluate the reverse bug patches), not both or neither")
     if not run_id.strip() or "/" in run_id:
@@ -61,8 +58,6 @@ def eval_command(
     blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise UserError(f"{run_dir} cannot be made: {blocking} is a file; give another --output-dir or --run-id")
-    if executor not in ("threads", "ray"):
-        raise UserError(f"--executor must be threads or ray, not {executor!r}")
     if runtime == "docker" and executor == "threads" and not ray_address:
         from sweagent_oec.env.docker import connect
 

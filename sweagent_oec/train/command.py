@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
@@ -46,7 +46,7 @@ def train_command(
     gradient_accumulation_steps: Optional[int] = typer.Option(None, "--grad-accum", help="Gradient accumulation steps (default: 8).", rich_help_panel=_S),
     seed: Optional[int] = typer.Option(None, help="Seed for training and the eval split (default: 42).", rich_help_panel=_S),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per record (default: 32768).", rich_help_panel=_D),
-    truncation: Optional[str] = typer.Option(None, help="Longer records: drop | truncate_left (drop leading messages after the system prompt; never a trained turn) (default: drop).", rich_help_panel=_D),
+    truncation: Optional[Literal["drop", "truncate_left"]] = typer.Option(None, help="Longer records: drop them, or truncate_left (drop leading messages after the system prompt; never a trained turn) (default: drop).", rich_help_panel=_D),
     packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Pack records into max_length rows (padding-free) (default: no).", rich_help_panel=_D),
     padding_free: Optional[bool] = typer.Option(None, "--padding-free/--no-padding-free", help="Flatten batches without padding (default: no).", rich_help_panel=_D),
     eval_fraction: Optional[float] = typer.Option(None, help="Share of instance ids held out for eval (default: 0).", rich_help_panel=_D),
