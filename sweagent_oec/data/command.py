@@ -57,7 +57,7 @@ def convert_command(
     heldout: Optional[Path] = typer.Option(None, "--heldout", help="File of held-out instance ids (one a line): written to the heldout split."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Local tokenizer folder: count trained and masked tokens in stats.json."),
     dataset: bool = typer.Option(True, "--dataset/--no-dataset", help="Also write the datasets folder (dataset/) beside train.jsonl."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Processes that read and convert trajectories (0: one per CPU, at most 4). The output does not depend on it."),
+    workers: int = typer.Option(1, "--workers", min=0, help="Processes that read and convert trajectories (0: one per CPU, at most 4); worth it on many cores. The output does not depend on it."),
 ) -> None:
     """Turn trajectories and their evaluation report into SFT data (expert turns trained, student turns masked)."""
     from rich.console import Console

@@ -75,7 +75,7 @@ class Options:
     heldout: Path | None = None  # file of instance ids, one a line (or a JSON list)
     tokenizer: str | None = None
     dataset: bool = True  # also write the datasets folder (imports `datasets`)
-    workers: int = 0  # processes that read and convert files; 0: one per CPU, at most 4
+    workers: int = 1  # processes that read and convert files (0: one per CPU, at most 4)
 
 
 @dataclass
