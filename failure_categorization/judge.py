@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -139,7 +138,14 @@ def _response_format(cfg: JudgeConfig, schema: type[BaseModel]) -> dict | None:
 
 
 def ask(messages: list[dict], cfg: JudgeConfig, schema: type[BaseModel]) -> JudgeReply:
+    """One judge answer. The same call path as the run loop's models: `timeout` bounds the whole
+    call, transient faults are retried by tenacity with exponential back-off."""
+    import asyncio
+
     import litellm
+    import tenacity
+
+    from sweagent_oec.models.litellm_model import run_with_deadline
 
     retryable = (
         litellm.RateLimitError,
@@ -148,17 +154,22 @@ def ask(messages: list[dict], cfg: JudgeConfig, schema: type[BaseModel]) -> Judg
         litellm.BadGatewayError,
         litellm.Timeout,
         litellm.APIConnectionError,
+        asyncio.TimeoutError,
+        TimeoutError,
     )
     fatal = (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError)
     response_format = _response_format(cfg, schema)
-    attempt = 0
     while True:
         kwargs = dict(model=cfg.model, messages=messages, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                      timeout=cfg.timeout, num_retries=0, api_base=cfg.api_base, api_key=cfg.api_key())
+                      num_retries=0, api_base=cfg.api_base, api_key=cfg.api_key())
         if response_format:
             kwargs["response_format"] = response_format
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(cfg.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=cfg.backoff, max=max(cfg.backoff, 1.0) * 2 ** cfg.retries),
+            retry=tenacity.retry_if_exception_type(retryable), reraise=True)
         try:
-            response = litellm.completion(**kwargs)
+            response = retrying(lambda: run_with_deadline(litellm.acompletion(**kwargs), cfg.timeout))
         except fatal as e:
             raise JudgeFatalError(f"judge {cfg.model} refused the request ({type(e).__name__}): {_short(e)}") from e
         except litellm.BadRequestError as e:
@@ -169,11 +180,8 @@ def ask(messages: list[dict], cfg: JudgeConfig, schema: type[BaseModel]) -> Judg
             response_format = None
             continue
         except retryable as e:
-            if attempt >= cfg.retries:
-                raise JudgeCallError(f"{type(e).__name__} after {attempt + 1} attempts: {_short(e)}") from e
-            time.sleep(cfg.backoff * 2**attempt)
-            attempt += 1
-            continue
+            reason = _short(e) or f"no answer within timeout={cfg.timeout:g}s"
+            raise JudgeCallError(f"{type(e).__name__} after {cfg.retries + 1} attempts: {reason}") from e
         usage = getattr(response, "usage", None)
         cost, priced = _cost(response, cfg.model)
         return JudgeReply(

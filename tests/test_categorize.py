@@ -523,3 +523,18 @@ def test_timeouts_and_dropped_connections_are_retried(judge_env):
         cfg = JudgeConfig(model="openai/judge-m", api_base=server.url, api_key_env=KEY_ENV, timeout=1.0, backoff=0.01)
         reply = ask([{"role": "user", "content": "x"}], cfg, failure_schema(TAXONOMY))
     assert len(server.requests) == 3 and parse_failure(reply.content, TAXONOMY.names).category == "syntax_error"
+
+
+def test_a_judge_that_trickles_its_answer_is_cut_at_the_timeout(judge_env):
+    """`timeout` bounds the whole judge call (the run loop's models' call path), not each read."""
+    import time
+
+    from failure_categorization.judge import JudgeCallError
+
+    with OpenAIServer([Reply(content=answer("syntax_error"), trickle=0.5)]) as server:
+        cfg = JudgeConfig(model="openai/judge-m", api_base=server.url, api_key_env=KEY_ENV, timeout=2.0, retries=1, backoff=0.01)
+        started = time.monotonic()
+        with pytest.raises(JudgeCallError, match="after 2 attempts"):
+            ask([{"role": "user", "content": "x"}], cfg, failure_schema(TAXONOMY))
+        assert time.monotonic() - started < 8  # two 2 s attempts; a per-read timeout would let it trickle for minutes
+    assert len(server.requests) == 2

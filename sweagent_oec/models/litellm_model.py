@@ -73,7 +73,9 @@ def _event_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def _run_with_deadline(coroutine, timeout: float):
+def run_with_deadline(coroutine, timeout: float):
+    """Await `coroutine` on the model-call loop; done within `timeout` seconds (the whole call: a server
+    that trickles its reply cannot hold it) or cancelled, its connection closed."""
     future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, timeout), _event_loop())
     try:
         return future.result()
@@ -186,7 +188,7 @@ class LiteLLMModel:
         """One request, done within `timeout` seconds or cancelled; every error is sorted and scrubbed."""
         try:
             call = self.router.acompletion(**kwargs) if self.router else litellm.acompletion(**kwargs, num_retries=0)
-            response = _run_with_deadline(call, self.config.timeout)
+            response = run_with_deadline(call, self.config.timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise _Transient(f"Timeout: no complete reply within timeout={self.config.timeout:g}s") from None
         except litellm.ContextWindowExceededError as e:
