@@ -53,6 +53,8 @@ student_wheel_start() {
   local pin; pin="$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | sed 's/\[server\]//')"
   mkdir -p "$WHEELS"
   say "building $pin's wheel in the background (log: $OUT/student-wheel.log)"
+  # Built as scripts/bootstrap.sh would: portable, without the multimodal library, on every core.
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
   setsid flock "$WHEELS/.lock" bash -c '
     ls "$1"/llama_cpp_python-"${2#*==}"-*.whl >/dev/null 2>&1 && exit 0
     tmp="$(mktemp -d "$1/.build.XXXXXX")"

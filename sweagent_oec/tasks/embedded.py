@@ -27,6 +27,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import zip_longest
@@ -170,6 +172,36 @@ def _frozen(venv: Path) -> list[str]:
 # --- first use: materialize (no test runs) -------------------------------------------------------
 
 
+def _download_sdist(p: EmbeddedProject, download: Path) -> None:
+    """The project's sdist into `download`; synth.fetch_sdist then checks its sha256 and unpacks it.
+
+    Straight from the index's simple API (PEP 691): `pip download` of an sdist first prepares its
+    metadata in a fresh build environment, ~30-150 s on a busy machine for a 100 kB file. pip is the
+    fallback (another index layout, a proxy it is configured for).
+    """
+    name = f"{p.name}-{p.version}.tar.gz"
+    if (download / name).exists():
+        return
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/") + f"/{p.name}/"
+    try:
+        request = urllib.request.Request(index, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            url = next(f["url"] for f in json.load(response)["files"] if f["filename"] == name)
+        download.mkdir(parents=True, exist_ok=True)
+        partial = download / f".{name}.partial"
+        with urllib.request.urlopen(urllib.parse.urljoin(index, url), timeout=120) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+        os.replace(partial, download / name)
+        return
+    except (OSError, ValueError, KeyError, TypeError, StopIteration) as e:
+        log.info("%s: no direct download from %s (%s); trying pip", name, index, e)
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check", "--no-binary", p.name,
+                           f"{p.name}=={p.version}", "-d", str(download)], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no archive"])[-1]
+        raise UserError(f"could not download the sdist of {p.name}=={p.version}: {last}; PyPI must be reachable.")
+
+
 def materialize(cache: Path, shipped_dir: Path = SHIPPED_DIR) -> list[Instance]:
     """Repos and venvs for the shipped instances under `cache`; writes `instances.jsonl` with their paths."""
     started = time.monotonic()
@@ -184,7 +216,8 @@ def materialize(cache: Path, shipped_dir: Path = SHIPPED_DIR) -> list[Instance]:
         facts = manifest["projects"][p.name]
         out = cache / p.name
         out.mkdir(parents=True, exist_ok=True)
-        repo, commit = make_base_repo(f"{p.name}=={p.version}", out, p.sha256)
+        _download_sdist(p, out / "download")
+        repo, commit = make_base_repo(f"{p.name}=={p.version}", out, p.sha256)  # checks the archive's sha256
         if commit != facts["base_commit"]:
             raise UserError(f"{p.name} {p.version}: the base commit made here is {commit[:12]}, the shipped set was validated at "
                             f"{facts['base_commit'][:12]}; remove {out} and retry, or run `sweagent-oec tasks embedded --revalidate`.")
