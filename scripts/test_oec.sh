@@ -36,20 +36,21 @@ stage() {  # stage NAME COMMAND...: run it and record its wall time
 }
 
 start=$SECONDS
-scripts/bootstrap.sh
 mkdir -p "$OUT"
 : > "$OUT/timings.txt"
-echo "bootstrap $((SECONDS - start))" >> "$OUT/timings.txt"
 PY="$ROOT/.venv/bin/python"
 OEC="$ROOT/.venv/bin/sweagent-oec"
+BUILD_PY="${PYTHON:-python3}"   # what scripts/bootstrap.sh makes .venv with
 
 # The student's server, llama-cpp-python, compiles llama.cpp for minutes the first time (no binary
-# wheel on PyPI). Its wheel is built in the background, into $WHEELS, while the tasks, the expert
+# wheel on PyPI). Its wheel is built in the background, into $WHEELS, by the interpreter that makes
+# .venv (a CPU-bound build beside bootstrap's mostly-download installs), while the tasks, the expert
 # batch and its evaluation run, and installed just before generation; later runs find it installed,
 # or reuse the wheel (a lock keeps a rerun from building it twice, even after a SIGKILL).
 WHEEL_PID=""
 student_wheel_start() {
-  "$PY" -c 'import llama_cpp.server' 2>/dev/null && return 0
+  [ -x "$PY" ] && "$PY" -c 'import llama_cpp.server' 2>/dev/null && return 0
+  "$BUILD_PY" -m pip --version >/dev/null 2>&1 || return 0  # no pip there: bootstrap compiles it in student_install
   local pin; pin="$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | sed 's/\[server\]//')"
   mkdir -p "$WHEELS"
   say "building $pin's wheel in the background (log: $OUT/student-wheel.log)"
@@ -59,7 +60,7 @@ student_wheel_start() {
     ls "$1"/llama_cpp_python-"${2#*==}"-*.whl >/dev/null 2>&1 && exit 0
     tmp="$(mktemp -d "$1/.build.XXXXXX")"
     "$3" -m pip wheel -q --no-deps --disable-pip-version-check "$2" -w "$tmp" && mv "$tmp"/llama_cpp_python-*.whl "$1"/
-    rc=$?; rm -rf "$tmp"; exit $rc' _ "$WHEELS" "$pin" "$PY" > "$OUT/student-wheel.log" 2>&1 &
+    rc=$?; rm -rf "$tmp"; exit $rc' _ "$WHEELS" "$pin" "$BUILD_PY" > "$OUT/student-wheel.log" 2>&1 &
   WHEEL_PID=$!
 }
 student_install() {
@@ -76,6 +77,9 @@ stop_server() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "
 cleanup() { stop_server; [ -n "$WHEEL_PID" ] && kill -- -"$WHEEL_PID" 2>/dev/null; WHEEL_PID=""; }
 trap cleanup EXIT INT TERM
 [ -n "$OFFLINE" ] && student_wheel_start
+
+scripts/bootstrap.sh
+echo "bootstrap $((SECONDS - start))" >> "$OUT/timings.txt"
 
 # Tasks: the embedded set (shipped pre-validated; its repos and venvs made on first use), first N instances.
 instances() {
