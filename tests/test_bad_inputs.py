@@ -190,12 +190,12 @@ def test_run_batch_output_that_is_a_file(tmp_path):
 
 def test_tasks_synth_on_an_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    line = one_line_error(cli("tasks", "synth", tmp_path / "empty", "--out", tmp_path / "work"))
+    line = one_line_error(cli("tasks", "synth", tmp_path / "empty", "-o", tmp_path / "work"))
     assert "empty" in line
     assert not (tmp_path / "work").exists()
     (tmp_path / "norepo").mkdir()
     subprocess.run(["git", "init", "-q"], cwd=tmp_path / "norepo", check=True)
-    assert "without a commit" in one_line_error(cli("tasks", "synth", tmp_path / "norepo", "--out", tmp_path / "work"))
+    assert "without a commit" in one_line_error(cli("tasks", "synth", tmp_path / "norepo", "-o", tmp_path / "work"))
     assert not (tmp_path / "work").exists()
 
 

@@ -239,7 +239,7 @@ def test_cli_batch_skips_bad_files_and_errors_in_one_line(tmp_path, batch):
     assert len(read_jsonl(tmp_path / "out" / "train.jsonl")) == 3
 
     bad_cases = [
-        (["--style", "yaml"], "unknown action style 'yaml'"),
+        (["--style", "yaml"], "Invalid value for '--style'"),  # the parser knows the styles
         (["--report", tmp_path / "nope.json"], "does not exist"),
         (["--student-config", tmp_path / "nope.yaml"], "nope.yaml does not exist"),
     ]

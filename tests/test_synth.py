@@ -260,13 +260,13 @@ def test_git_source_keeps_its_head_and_a_suite_that_does_not_run_is_a_user_error
 def test_cli_synth(tmp_path, synthesized):
     out, instances, _ = synthesized
     cli = [sys.executable, "-m", "sweagent_oec.cli", "tasks", "synth"]
-    done = subprocess.run(cli + ["nope==", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    done = subprocess.run(cli + ["nope==", "-o", str(tmp_path / "o")], capture_output=True, text=True)
     assert done.returncode == 2 and "not a PyPI pin" in done.stderr and "Traceback" not in done.stderr
-    done = subprocess.run(cli + [str(MINILIB), "--out", str(tmp_path / "o"), "--kinds", "op_change,bogus"], capture_output=True, text=True)
+    done = subprocess.run(cli + [str(MINILIB), "-o", str(tmp_path / "o"), "--kinds", "op_change,bogus"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown --kinds bogus" in done.stderr
     # The fixture's work folder and settings: every candidate is cached, only the ids' owner changes.
     output = tmp_path / "mine.jsonl"
-    done = subprocess.run(cli + [str(MINILIB), "--out", str(out), "--output", str(output), "--max-candidates", "8", "--max-instances", "5",
+    done = subprocess.run(cli + [str(MINILIB), "-o", str(out), "--export", str(output), "--max-candidates", "8", "--max-instances", "5",
                                  "--seed", "0", "--timeout", "60", "--repo-name", "me/minilib"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert [i.instance_id for i in load_instances(output)] == [i.instance_id.replace("local__", "me__") for i in instances]

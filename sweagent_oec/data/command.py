@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
+from sweagent_oec import options
 from sweagent_oec.errors import UserError
 
 
@@ -37,7 +38,8 @@ def _weights(items: list[str]) -> dict[str, float]:
 
 def convert_command(
     trajectories: Optional[list[Path]] = typer.Argument(None, help=".traj files or folders of them (one source named 'main')."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for train.jsonl, dataset/, stats.json, dropped.jsonl."),
+    output: Optional[Path] = options.output_dir(help="Folder for train.jsonl, dataset/, stats.json, dropped.jsonl (required)."),
+    old_output: Optional[Path] = options.old_spelling("--output"),
     report: Optional[Path] = typer.Option(None, "--report", help="Evaluation report of the positional trajectories: aggregate report.json or a folder of <id>/report.json."),
     source: list[str] = typer.Option([], "--source", help="Another source: NAME=DIR[:REPORT]. Repeat to mix sources."),
     weight: list[str] = typer.Option([], "--weight", help="NAME=W: sampling weight of a source (default 1; 0.5 keeps about half, 2 duplicates)."),
@@ -46,18 +48,19 @@ def convert_command(
     student_config: Optional[Path] = typer.Option(None, "--student-config", help="Run config YAML: rewrite the system prompt and actions into the student's inference format."),
     instances: Optional[str] = typer.Option(None, "--instances", "-i", help="With --student-config: instances (file, datasets folder, HF name or 'embedded') whose problem statements re-render the task message."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of --instances (hub dataset or datasets folder; default: test for SWE-bench, else train)."),
-    style: Optional[str] = typer.Option(None, "--style", help="Action style of the output: xml | tool | ticks (default: the student config's parse function; none: as written)."),
+    style: Optional[Literal["xml", "tool", "ticks", "xml_function_calling", "function_calling", "thought_action", "none"]] = typer.Option(
+        None, "--style", help="Action style of the output (default: the student config's parse function; none: as written)."),
     truncate_loops: bool = typer.Option(False, "--truncate-loops", help="Cut looping trajectories where the loop starts instead of dropping them."),
     max_consecutive: int = typer.Option(3, "--max-consecutive", min=0, help="Loop: the same action this many times in a row (0: off)."),
     cycle_repeats: int = typer.Option(3, "--cycle-repeats", min=0, help="Loop: a 2-3 action cycle repeated this many times in a row (0: off)."),
     max_total: int = typer.Option(10, "--max-total", min=0, help="Loop: one action more than this many times in all (0: off)."),
     max_per_instance: Optional[int] = typer.Option(None, "--max-per-instance", min=1, help="At most this many records per instance id."),
     dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="Keep identical trajectories (same messages) once."),
-    seed: int = typer.Option(0, "--seed", help="Seed for weights, the per-instance cap and the shuffle."),
+    seed: int = options.seed(help="Seed for weights, the per-instance cap and the shuffle."),
     heldout: Optional[Path] = typer.Option(None, "--heldout", help="File of held-out instance ids (one a line): written to the heldout split."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Local tokenizer folder: count trained and masked tokens in stats.json."),
     dataset: bool = typer.Option(True, "--dataset/--no-dataset", help="Also write the datasets folder (dataset/) beside train.jsonl."),
-    workers: int = typer.Option(1, "--workers", min=0, help="Processes that read and convert trajectories (0: one per CPU, at most 4); worth it on many cores. The output does not depend on it."),
+    workers: int = typer.Option(1, "--workers", "-w", min=0, help="Processes that read and convert trajectories (0: one per CPU, at most 4); worth it on many cores. The output does not depend on it."),
 ) -> None:
     """Turn trajectories and their evaluation report into SFT data (expert turns trained, student turns masked)."""
     from rich.console import Console
@@ -65,6 +68,9 @@ def convert_command(
     from sweagent_oec.data.convert import Options, Source, convert
     from sweagent_oec.data.filters import RepetitionRules
 
+    output = options.deprecated(old_output, "--output", "-o/--output-dir", output)
+    if output is None:
+        raise UserError("give the output folder with -o/--output-dir")
     weights = _weights(weight)
     sources = [Source("main", list(trajectories), report)] if trajectories else []
     if report and not trajectories:
@@ -80,11 +86,11 @@ def convert_command(
         raise UserError(f"--weight names unknown source(s) {unknown}; sources are {names}")
     for s in sources:
         s.weight = weights.get(s.name, 1.0)
-    options = Options(sources=sources, output=output, resolved_only=resolved_only, switch_step=switch_step,
-                      student_config=student_config, instances=instances, split=split, style=style, rules=RepetitionRules(max_consecutive, cycle_repeats, max_total),
-                      truncate_loops=truncate_loops, max_per_instance=max_per_instance, dedup=dedup, seed=seed,
-                      heldout=heldout, tokenizer=tokenizer, dataset=dataset, workers=workers)
-    stats = convert(options)
+    run = Options(sources=sources, output=output, resolved_only=resolved_only, switch_step=switch_step,
+                  student_config=student_config, instances=instances, split=split, style=style, rules=RepetitionRules(max_consecutive, cycle_repeats, max_total),
+                  truncate_loops=truncate_loops, max_per_instance=max_per_instance, dedup=dedup, seed=seed,
+                  heldout=heldout, tokenizer=tokenizer, dataset=dataset, workers=workers)
+    stats = convert(run)
     console = Console(stderr=True)
     counts = ", ".join(f"{k} {v}" for k, v in stats["counts"].items() if v)
     console.print(f"convert: {counts}", highlight=False, soft_wrap=True)

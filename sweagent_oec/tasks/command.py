@@ -11,21 +11,25 @@ from typing import Optional
 
 import typer
 
+from sweagent_oec import options
+
 tasks_app = typer.Typer(help="Task instances: synthesize bugs on a real project; the embedded task set.", no_args_is_help=True)
 
 
 @tasks_app.command()
 def synth(
     source: str = typer.Argument(..., help="A project folder, a git repository, or a PyPI pin such as tinydb==4.8.2."),
-    out: Path = typer.Option(..., "--out", help="Work folder: repo, venv, caches and instances.jsonl (reused to resume)."),
-    output: Optional[Path] = typer.Option(None, help="Also write the instances JSONL here."),
+    out: Optional[Path] = options.output_dir(help="Work folder: repo, venv, caches and instances.jsonl (reused to resume; required)."),
+    old_out: Optional[Path] = options.old_spelling("--out"),
+    export: Optional[Path] = typer.Option(None, "--export", help="Also write the instances JSONL to this file."),
+    old_output: Optional[Path] = options.old_spelling("--output"),
     repo_name: Optional[str] = typer.Option(None, help="owner/name for the instance ids (default: pypi/<name> or local/<folder>)."),
     max_candidates: int = typer.Option(50, help="Mutations to try (seeded order over functions x kinds)."),
     max_instances: Optional[int] = typer.Option(None, help="Stop after this many kept instances."),
     max_fail_to_pass: Optional[int] = typer.Option(None, help="Drop bugs that fail more tests than this."),
-    workers: int = typer.Option(2, help="Candidates tested in parallel."),
+    workers: int = options.workers(2, help="Candidates tested in parallel."),
     timeout: float = typer.Option(120.0, help="Seconds for one run of the test suite."),
-    seed: int = typer.Option(42, help="Seed for the choice and order of mutations."),
+    seed: int = options.seed(help="Seed for the choice and order of mutations."),
     kinds: Optional[str] = typer.Option(None, help="Comma-separated mutation kinds (default: all)."),
     deps: Optional[str] = typer.Option(None, help="Extra test requirements, space-separated (pytest and pyproject's test extras are added)."),
     test_path: Optional[str] = typer.Option(None, help="Tests to run, relative to the project root (default: tests/ or test/)."),
@@ -41,6 +45,10 @@ def synth(
     from sweagent_oec.tasks.mutations import KINDS
     from sweagent_oec.tasks.synth import SynthConfig, synthesize
 
+    out = options.deprecated(old_out, "--out", "-o/--output-dir", out)
+    export = options.deprecated(old_output, "--output", "--export", export)
+    if out is None:
+        raise UserError("give the work folder with -o/--output-dir")
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else KINDS
     unknown = sorted(set(chosen) - set(KINDS))
     if unknown or not chosen:
@@ -53,16 +61,16 @@ def synth(
         sha256=sha256, model=model, api_base=api_base,
     )
     instances = synthesize(source, out, config)
-    if output:
-        write_instances_jsonl(output, instances)
-    rprint(f"{len(instances)} instances -> {output or out.expanduser().resolve() / 'instances.jsonl'}")
+    if export:
+        write_instances_jsonl(export, instances)
+    rprint(f"{len(instances)} instances -> {export or out.expanduser().resolve() / 'instances.jsonl'}")
 
 
 @tasks_app.command()
 def embedded(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: $OEC_CACHE_DIR/embedded or ~/.cache/sweagent-oec/embedded)."),
     n: Optional[int] = typer.Option(None, "-n", help="List only the first n instances."),
-    workers: int = typer.Option(2, help="Parallel test runs while revalidating."),
+    workers: int = options.workers(2, help="Parallel test runs while revalidating."),
     revalidate: bool = typer.Option(False, "--revalidate", help="Rebuild the set from the pinned sdists (every test run) and say what differs from the shipped data."),
     ids: Optional[str] = typer.Option(None, "--ids", help="With --revalidate: only these instances (comma-separated), their test lists recomputed."),
     update_shipped: bool = typer.Option(False, "--update-shipped", help="With --revalidate: write the rebuilt set as the package's shipped data (maintainers)."),
