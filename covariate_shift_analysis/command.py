@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 import typer
 
-from covariate_shift_analysis.embed import DEFAULT_MODEL
+from covariate_shift_analysis import DEFAULT_MODEL
 from sweagent_oec import options
 
 

