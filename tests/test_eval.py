@@ -211,6 +211,7 @@ def test_cli_gold_and_resume(task: Instance, tmp_path: Path) -> None:
     args = ["eval", "--instances", str(instances), "--gold", "--run-id", "gold", "--output-dir", str(tmp_path / "logs")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "2 evaluated now, 0 kept from earlier runs" in result.output
     agg = json.loads((tmp_path / "logs" / "gold" / "report.json").read_text())
     assert agg["ids_resolved"] == sorted([task.instance_id, second.instance_id])
     report = _report(tmp_path, task.instance_id, "gold")
@@ -221,7 +222,8 @@ def test_cli_gold_and_resume(task: Instance, tmp_path: Path) -> None:
     # Resume: an instance with a report is not re-run; --redo-existing re-runs it.
     done = tmp_path / "logs" / "gold" / task.instance_id / "report.json"
     done.write_text(json.dumps({**report, "resolved": False, "marker": "kept"}))
-    assert CliRunner().invoke(app, args).exit_code == 0
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 evaluated now, 2 kept from earlier runs" in again.output  # counts only what it ran
     assert json.loads(done.read_text())["marker"] == "kept"
     agg = json.loads((tmp_path / "logs" / "gold" / "report.json").read_text())
     assert agg["ids_unresolved"] == [task.instance_id]  # the aggregate reads the kept report

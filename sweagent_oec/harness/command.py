@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -32,6 +33,7 @@ def eval_command(
 
     from sweagent_oec.errors import UserError
     from sweagent_oec.harness.evaluate import EvalOptions, evaluate
+    from sweagent_oec.harness.report import REPORT_NAME
     from sweagent_oec.harness.predictions import load_predictions
     from sweagent_oec.tasks.instances import check_unique_ids, get_instance, load_instances, with_branches
 
@@ -67,12 +69,16 @@ def eval_command(
                        executor="ray" if ray_address else executor, ray_address=ray_address)
     from sweagent_oec.harness.swebench import choose_harness, evaluate_swebench
 
+    started = time.time()
     if choose_harness(harness, dataset, runtime) == "swebench":
         agg = evaluate_swebench(dataset, preds, opts)
     else:
         agg = evaluate(dataset, preds, opts)
+    # What this call graded, told apart from reports kept from earlier runs (a report is written last).
+    ran = sum(1 for report in opts.run_dir.glob(f"*/{REPORT_NAME}") if report.stat().st_mtime >= started)
     console = Console()
-    console.print(f"{agg['total']} evaluated: [green]{agg['resolved']} resolved[/], {agg['unresolved']} unresolved, "
+    console.print(f"{ran} evaluated now, {agg['total'] - ran} kept from earlier runs; in the report: "
+                  f"{agg['total']}: [green]{agg['resolved']} resolved[/], {agg['unresolved']} unresolved, "
                   f"[red]{agg['error']} errors[/]; report: {opts.run_dir / 'report.json'}", highlight=False)
     for iid, reason in agg["errors"].items():
         console.print(f"  {iid}: {reason}", highlight=False, markup=False)
