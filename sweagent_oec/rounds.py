@@ -19,12 +19,9 @@ import csv
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Literal
@@ -34,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sweagent_oec.errors import UserError
 from sweagent_oec.files import atomic_write_text
+from sweagent_oec.serving import free_port, stop_process_group, wait_until_serving
 
 log = logging.getLogger(__name__)
 ROUNDS_CSV = "rounds.csv"
@@ -103,12 +101,6 @@ def load_rounds_config(path: Path) -> tuple[RoundsConfig, Path]:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         raise UserError(f"{path}: {problems}") from None
     return config, path.parent.resolve()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class Rounds:
@@ -229,7 +221,7 @@ class Rounds:
     def served(self, checkpoint: Path, logfile: Path) -> Iterator[dict]:
         """The student's server, up and answering, for the duration of the block; stopped after."""
         serve = self.config.serve
-        port = _free_port(serve.host)
+        port = free_port(serve.host)
         values = {"checkpoint": str(checkpoint), "port": port, "host": serve.host}
         try:
             command = serve.command.format(**values)
@@ -245,31 +237,10 @@ class Rounds:
             process = subprocess.Popen(command, shell=True, stdout=f, stderr=subprocess.STDOUT, cwd=self.base,
                                        env={**os.environ, **serve.env}, start_new_session=True)
         try:
-            self._wait_ready(process, api_base, logfile)
+            wait_until_serving(process, api_base, serve.ready_timeout, logfile)
             yield {"model": model, "api_base": api_base}
         finally:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-    def _wait_ready(self, process: subprocess.Popen, api_base: str, logfile: Path) -> None:
-        deadline = time.monotonic() + self.config.serve.ready_timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise UserError(f"the student server exited with code {process.returncode} before answering; log {logfile}")
-            try:
-                with urllib.request.urlopen(f"{api_base}/models", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(1)
-        raise UserError(f"the student server did not answer within {self.config.serve.ready_timeout:.0f}s; log {logfile}")
+            stop_process_group(process, grace=30)
 
     # ------------------------------------------------------------ the table
 

@@ -44,10 +44,42 @@ def gemma_gguf(dest_dir: Path | None = None) -> Path:
     return path
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def wait_until_serving(process: subprocess.Popen, api_base: str, timeout: float, log_path: Path) -> None:
+    """Return once `api_base/models` answers 200; UserError when the server exits or stays silent."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = Path(log_path).read_text(errors="replace")[-600:] if Path(log_path).exists() else ""
+            raise UserError(f"the student server exited with code {process.returncode}; log {log_path}: {tail!r}")
+        try:
+            with urllib.request.urlopen(f"{api_base}/models", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise UserError(f"the student server did not answer within {timeout:.0f}s; log {log_path}")
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM the process group a server was started in, SIGKILL what is left after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
 
 
 class LocalStudentServer:
@@ -91,32 +123,15 @@ class LocalStudentServer:
         return self
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-600:]
-                raise UserError(f"the student server exited with code {self.process.returncode}; log {self.log_path}: {tail!r}")
-            try:
-                with urllib.request.urlopen(f"{self.api_base}/models", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise UserError(f"the student server did not answer within {self.startup_timeout:.0f}s; log {self.log_path}")
+        try:
+            wait_until_serving(self.process, self.api_base, self.startup_timeout, self.log_path)
+        except UserError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.process.wait()
+        if self.process:
+            stop_process_group(self.process)
 
     def __enter__(self) -> "LocalStudentServer":
         return self.start()

@@ -44,7 +44,6 @@ from sweagent_oec.data.actions import canonical_style
 from sweagent_oec.data import filters, mixing, sft
 from sweagent_oec.data.trajectory import TrajectoryFormatError
 from sweagent_oec.errors import UserError
-from sweagent_oec.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
