@@ -63,6 +63,39 @@ def test_run_batch_under_a_terminal_shows_rows_then_a_summary_on_its_own_lines(t
     assert lines[at + 1].startswith("exit status") and lines[at + 2].split() == ["submitted", "2"]
 
 
+def run_in_terminal(cmd: list[str], cwd) -> str:
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(cmd, stdout=secondary, stderr=secondary, cwd=cwd, env={**os.environ, "COLUMNS": "160", "TERM": "xterm"})
+    os.close(secondary)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([primary], [], [], 120)
+        if not ready:
+            break
+        try:
+            data = os.read(primary, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data.decode(errors="replace"))
+    assert process.wait(timeout=60) == 0, ANSI.sub("", "".join(chunks))[-2000:]
+    return ANSI.sub("", "".join(chunks)).replace("\r", "\n")
+
+
+def test_eval_shows_a_row_per_instance_being_graded(tmp_path):
+    import json
+
+    base = tinycalc(tmp_path)
+    instances = [base.model_copy(update={"instance_id": f"tiny-{k}"}) for k in range(2)]
+    write_instances_jsonl(tmp_path / "i.jsonl", instances)
+    screen = run_in_terminal([sys.executable, "-m", "sweagent_oec.cli", "eval", "-i", str(tmp_path / "i.jsonl"), "--gold",
+                              "--run-id", "g", "-o", str(tmp_path / "logs"), "-w", "2"], tmp_path)
+    assert re.search(r"tiny-0\s.*testing", screen) and re.search(r"tiny-1\s.*testing", screen), screen[-2000:]
+    assert re.search(r"eval g\s.*2/2\s+resolved 2, errors 0", screen)
+    assert json.loads((tmp_path / "logs" / "g" / "report.json").read_text())["resolved"] == 2
+
+
 def test_run_prints_each_step_unless_quiet(tmp_path):
     cmd = [sys.executable, "-m", "sweagent_oec.cli", "run", "-c", "config/replay_tinycalc.yaml", "--bundled"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

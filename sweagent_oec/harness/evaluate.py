@@ -398,19 +398,29 @@ def _run_pending(pending: list[Instance], predictions: dict[str, Prediction], op
         eval_on_ray(pending, predictions, opts, reports)
         return
 
-    columns = (TextColumn("eval {task.fields[run_id]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("resolved {task.fields[resolved]}"), TimeElapsedColumn())
+    # An overall bar, and a row per instance being graded (with how long it has been running).
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+               TimeElapsedColumn())
     with Progress(*columns, disable=not opts.progress or not pending, transient=False) as progress:
-        task = progress.add_task("eval", total=len(pending), run_id=opts.run_id, resolved=0)
-        resolved = 0
+        task = progress.add_task(f"eval {opts.run_id}", total=len(pending), status="resolved 0, errors 0")
+        counts = {"resolved": 0, "error": 0}
+
+        def graded(instance: Instance) -> dict:
+            row = progress.add_task(f"  {instance.instance_id}", total=None, status="testing")
+            try:
+                return evaluate_instance(instance, predictions.get(instance.instance_id), opts)
+            finally:
+                progress.remove_task(row)
+
         pool = ThreadPoolExecutor(max_workers=max(1, opts.workers))
         try:
-            futures = {pool.submit(evaluate_instance, inst, predictions.get(inst.instance_id), opts): inst for inst in pending}
+            futures = {pool.submit(graded, inst): inst for inst in pending}
             for future in as_completed(futures):
                 report = future.result()
                 reports[futures[future].instance_id] = report
-                resolved += bool(report.get("resolved"))
-                progress.update(task, advance=1, resolved=resolved)
+                counts["resolved"] += bool(report.get("resolved"))
+                counts["error"] += bool(report.get("error"))
+                progress.update(task, advance=1, status=f"resolved {counts['resolved']}, errors {counts['error']}")
         finally:
             # On Ctrl-C, instances not started yet are dropped (they have no report: a rerun does them).
             pool.shutdown(wait=True, cancel_futures=True)
