@@ -34,14 +34,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import venv
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.peer_venv import peer_python  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT_CONFIG = ROOT / "tests" / "data" / "sft" / "student_config.yaml"
 SWESMITH = "swesmith==0.0.9"
-SWESMITH_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sweagent-oec" / "bench" / "swesmith-0.0.9"
+SWESMITH_VENV = "swesmith-0.0.9"  # its venv under benchmarks/peer_venv.BENCH_CACHE
 
 #: SWE-smith's converter driven as transform_to_ft drives it (folders, report check, one line each).
 SWESMITH_DRIVER = r"""
@@ -69,6 +70,7 @@ print(n)
 PLAIN_DRIVER = r"""
 import json, sys
 from pathlib import Path
+
 traj_dir, eval_dir, out_path = map(Path, sys.argv[1:4])
 def xml(calls):
     out = []
@@ -156,20 +158,15 @@ def write_input(folder: Path, n: int, turns: int) -> tuple[Path, Path, float]:
 
 def swesmith_python() -> Path | None:
     """The python of a venv holding swesmith (made once, then reused); None if it cannot be made."""
-    python = SWESMITH_VENV / "bin" / "python"
-    check = [str(python), "-c", "from swesmith.train.traj_mgr.utils import transform_traj_xml"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python
-    try:
-        venv.create(SWESMITH_VENV, with_pip=True, clear=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", SWESMITH, "pyyaml", "tqdm"], check=True,
-                       capture_output=True, timeout=900)
+    def write_infer_config(python: Path) -> None:  # the wheel reads it beside site-packages
         site = subprocess.run([str(python), "-c", "import swesmith; print(swesmith.REPO_DIR)"], check=True,
                               capture_output=True, text=True).stdout.strip()
         (Path(site) / "agent").mkdir(exist_ok=True)
         (Path(site) / "agent" / "swesmith_infer.yaml").write_text(INFER_CONFIG)
-        subprocess.run(check, check=True, capture_output=True)
-        return python
+
+    try:
+        return peer_python(SWESMITH_VENV, [SWESMITH, "pyyaml", "tqdm"],
+                           "from swesmith.train.traj_mgr.utils import transform_traj_xml", write_infer_config)
     except (subprocess.SubprocessError, OSError) as e:
         print(f"swesmith could not be installed ({type(e).__name__}); baseline: json.load + message rebuild", file=sys.stderr)
         return None

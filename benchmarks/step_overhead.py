@@ -25,10 +25,13 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-import venv
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.peer_venv import peer_python  # noqa: E402
 
 from sweagent_oec.agent.actors import build_actors
 from sweagent_oec.agent.loop import Agent
@@ -76,7 +79,7 @@ async def swerex_times(n: int) -> list[float]:
 
 
 MINI = "mini-swe-agent==2.4.6"
-MINI_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sweagent-oec" / "bench" / "mini-swe-agent-2.4.6"
+MINI_VENV = "mini-swe-agent-2.4.6"  # its venv under benchmarks/peer_venv.BENCH_CACHE
 
 #: mini-swe-agent's run loop, one iteration timed at a time: step() (query, execute, observe) + save().
 MINI_DRIVER = r"""
@@ -109,15 +112,8 @@ print(json.dumps(times))
 
 def mini_python() -> Path | None:
     """The python of a venv holding mini-swe-agent (made once, then reused); None if it cannot be made."""
-    python = MINI_VENV / "bin" / "python"
-    check = [str(python), "-c", "import minisweagent.agents.default, yaml"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python
     try:
-        venv.create(MINI_VENV, with_pip=True, clear=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", MINI, "pyyaml"], check=True, capture_output=True, timeout=900)
-        subprocess.run(check, check=True, capture_output=True)
-        return python
+        return peer_python(MINI_VENV, [MINI, "pyyaml"], "import minisweagent.agents.default, yaml")
     except (subprocess.SubprocessError, OSError) as e:
         print(f"mini-swe-agent could not be installed ({type(e).__name__}); no comparison with it")
         return None
