@@ -93,8 +93,10 @@ def run_remote(config, instance: "Instance", accountant, cost_limit: float) -> d
              "node_ip": ray.util.get_node_ip_address()}
     if cost_limit and spent >= cost_limit:
         return {"not_started": True, "executor": where}
-    if cost_limit:  # one round trip per priced call, only where a limit needs the cluster's total
-        BATCH_BUDGET.share_with(lambda cost: ray.get(accountant.add.remote(cost)))
+    # A worker process runs tasks of many batches: this task's budget is this batch's, as the
+    # accountant counts it (one round trip per priced call, only where a limit needs the total).
+    BATCH_BUDGET.cost = spent
+    BATCH_BUDGET.share_with((lambda cost: ray.get(accountant.add.remote(cost))) if cost_limit else None)
     scratch = Path(tempfile.mkdtemp(prefix="oec-ray-"))
     try:
         try:
