@@ -77,8 +77,11 @@ class StepLimitedModel:
     """The rollout's student: answers until `limit` steps are taken, then ends the run."""
 
     def __init__(self, model: Model, limit: int):
-        self.model, self.limit = model, limit
-        self.name, self.stats = model.name, model.stats
+        self.model, self.limit, self.name = model, limit, model.name
+
+    @property
+    def stats(self):  # the wrapped model replaces its stats object on every call
+        return self.model.stats
 
     def query(self, messages: list[dict], tools: list[dict] | None = None) -> ModelReply:
         if _steps_taken(messages) >= self.limit:
@@ -90,12 +93,15 @@ class PrefixModel:
     """A branch's student: the rollout's replies while the conversation matches it, live after."""
 
     def __init__(self, live: Model, rollout: Trajectory, source: Path):
-        self.live, self.source = live, source
-        self.name, self.stats = live.name, live.stats
+        self.live, self.source, self.name = live, source, live.name
         self.steps = rollout.trajectory
         self.replies = [h for h in rollout.history if h.role == "assistant"]
         self.diverged_at: int | None = None
         self.replayed = 0
+
+    @property
+    def stats(self):  # only the live calls cost anything
+        return self.live.stats
 
     def query(self, messages: list[dict], tools: list[dict] | None = None) -> ModelReply:
         i = _steps_taken(messages)

@@ -90,6 +90,7 @@ def test_nondeterministic_prefix_marks_the_branch_diverged_and_runs_the_student_
     assert oec["switch_step"] == 3 and traj.roles() == ["student"] * 3 + ["expert"] * 5
     assert traj.info.exit_status == "submitted"
     assert traj.trajectory[2].extra_info.get("replayed_from") is None  # asked live
+    assert oec["model_stats"]["student"]["api_calls"] == 1  # the one live call is counted, the replayed ones are free
     assert traj.trajectory[0].extra_info.get("replayed_from")
 
 
