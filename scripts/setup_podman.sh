@@ -111,7 +111,9 @@ if ! service_pid >/dev/null || ! sock_ready; then
   rm -f "$SOCK"
   # setsid: the service must outlive this script and the pytest run that called it.
   # 9>&-: the service must not inherit (and so hold for ever) the set-up lock.
-  setsid podman system service --time=0 "unix://$SOCK" > "$DIR/service.log" 2>&1 < /dev/null 9>&- &
+  # cd "$DIR": conmon works in the service's folder and leaves an `oom` file there when a container
+  # is OOM-killed; never in the caller's checkout.
+  (cd "$DIR" && exec setsid podman system service --time=0 "unix://$SOCK" > "$DIR/service.log" 2>&1 < /dev/null 9>&-) &
   echo $! > "$PIDFILE"
   for _ in $(seq 100); do sock_ready && break; sleep 0.1; done
   sock_ready || die "podman system service did not come up; see $DIR/service.log"
