@@ -16,15 +16,14 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest
-from typer.testing import CliRunner
 
 from failure_categorization.agreement import agreement
 from failure_categorization.judge import parse_paper
 from failure_categorization.taxonomy import load_taxonomy
-from sweagent_oec.cli import app
 from sweagent_oec.data.trajectory import HistoryItem, Step, Trajectory, TrajectoryInfo, save_trajectory, trajectory_path
 from sweagent_oec.tasks.instances import Instance
 from tests.openai_server import OpenAIServer, Reply
+from tests.test_categorize import cli
 
 TAXONOMY = load_taxonomy()
 KEY_ENV = "CATEGORIZE_TEST_JUDGE_KEY"
@@ -44,14 +43,6 @@ def long_traj(n_steps: int = 25, exit_status: str = "exit_cost") -> Trajectory:
 def sections(text: str) -> dict[str, str]:
     parts = re.split(r"^## (.+)$", text, flags=re.M)
     return {parts[i].strip(): parts[i + 1].strip("\n") for i in range(1, len(parts), 2)}
-
-
-def cli(*args: str):
-    result = CliRunner().invoke(app, ["categorize", *args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def judge_args(server: OpenAIServer) -> list[str]:

@@ -123,12 +123,12 @@ def report_from_log(
     for swesmith). `test_files`: SWE-smith's selection, the lists are cut to tests in these files.
     """
     parser = parser or ("pytest_swesmith" if policy == "swesmith" else "pytest")
-    statuses = parse_statuses(log, parser)
+    output = extract_test_output(log)
+    statuses = PARSERS[parser](output)
     return report_from_statuses(
         statuses, fail_to_pass, pass_to_pass, model_patch=model_patch, model_name_or_path=model_name_or_path,
         applied=applied, fail_to_fail=fail_to_fail, pass_to_fail=pass_to_fail, policy=policy, test_files=test_files,
-        problems=run_problems(statuses, fail_to_pass, log=extract_test_output(log), pytest_log=parser.startswith("pytest"),
-                              exit_code=exit_code))
+        problems=run_problems(statuses, fail_to_pass, log=output, pytest_log=parser.startswith("pytest"), exit_code=exit_code))
 
 
 def report_from_statuses(
