@@ -363,9 +363,11 @@ class ModelConfig(Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     timeout: float = 600.0
     #: Constrained decoding: a grammar file (GBNF for llama.cpp, or what the server takes) sent
-    #: with every request as `extra_body[grammar_field]`; vLLM takes "guided_grammar".
+    #: with every request in `extra_body` under `grammar_field`, a dotted path merged into any
+    #: `extra_body` of `completion_kwargs`: llama.cpp takes "grammar"; vLLM 0.32 takes
+    #: "structured_outputs.grammar" (it ignores "grammar" and "guided_grammar" without an error).
     grammar_file: str | None = None
-    grammar_field: str = "grammar"
+    grammar_field: str = Field("grammar", pattern=r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*$")
     #: SWE-agent's keys: stop sequences; system prompt sent as a user message (for models without
     #: a system role); a litellm model-cost JSON (`model_cost` format) to price models from.
     stop: list[str] = Field(default_factory=list)

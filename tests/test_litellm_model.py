@@ -113,6 +113,38 @@ def test_grammar_file_is_sent_as_extra_body(tmp_path):
     assert server.requests[1]["guided_grammar"] == 'root ::= "x"'
 
 
+def test_dotted_grammar_field_nests_into_extra_body_and_keeps_its_keys(tmp_path):
+    """vLLM 0.32 reads a grammar only at `structured_outputs.grammar` (a flat key is ignored without an
+    error): the dotted field nests, merged with extra_body keys from completion_kwargs at every level."""
+    grammar = tmp_path / "g.gbnf"
+    grammar.write_text('root ::= "x"')
+    extra = {"extra_body": {"top_k": 5, "structured_outputs": {"disable_any_whitespace": True}}}
+    with OpenAIServer([Reply(content="x")]) as server:
+        m = model(server, grammar_file=str(grammar), grammar_field="structured_outputs.grammar", completion_kwargs=extra)
+        m.query(MESSAGES)
+        m.query(MESSAGES)
+    for request in server.requests:
+        assert request["structured_outputs"] == {"disable_any_whitespace": True, "grammar": 'root ::= "x"'}
+        assert request["top_k"] == 5 and "grammar" not in request and "guided_grammar" not in request
+    assert extra == {"extra_body": {"top_k": 5, "structured_outputs": {"disable_any_whitespace": True}}}  # not mutated
+
+
+@pytest.mark.parametrize("field", ["", "a..b", ".a", "a.", "a b"])
+def test_bad_grammar_field_is_refused(field):
+    with pytest.raises(ValueError, match="grammar_field"):
+        ModelConfig(name="openai/m", grammar_field=field)
+
+
+def test_grammar_field_through_a_non_mapping_is_refused_at_start(tmp_path):
+    from sweagent_oec.errors import UserError
+
+    grammar = tmp_path / "g.gbnf"
+    grammar.write_text('root ::= "x"')
+    with OpenAIServer([Reply(content="x")]) as server, pytest.raises(UserError, match="structured_outputs.*not a mapping"):
+        model(server, grammar_file=str(grammar), grammar_field="structured_outputs.grammar",
+              completion_kwargs={"extra_body": {"structured_outputs": "json"}})
+
+
 # ---------------------------------------------------------------- malformed replies, deadlines, secrets (issue 13)
 
 import logging  # noqa: E402

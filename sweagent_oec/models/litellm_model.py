@@ -104,6 +104,18 @@ def replica_router(config: ModelConfig) -> "litellm.Router":
         return _routers[ident]
 
 
+def with_nested(body: dict, path: list[str], value) -> dict:
+    """A copy of `body` with `value` at the dotted `path` ("structured_outputs.grammar"), keeping its
+    other keys at every level; a non-dict in the way is an error, not silently replaced."""
+    head, *rest = path
+    if not rest:
+        return {**body, head: value}
+    inner = body.get(head, {})
+    if not isinstance(inner, dict):
+        raise UserError(f"grammar_field {'.'.join(path)}: extra_body's {head!r} is {type(inner).__name__}, not a mapping")
+    return {**body, head: with_nested(inner, rest, value)}
+
+
 class LiteLLMModel:
     def __init__(self, config: ModelConfig, budget: BatchBudget = BATCH_BUDGET):
         self.config = config
@@ -121,6 +133,8 @@ class LiteLLMModel:
                 self.grammar = Path(config.grammar_file).read_text()
             except OSError as e:
                 raise UserError(f"grammar_file {config.grammar_file}: {e.strerror}") from None
+            # A grammar_field that cannot be merged into completion_kwargs' extra_body fails here, not at step 1.
+            with_nested(config.completion_kwargs.get("extra_body") or {}, config.grammar_field.split("."), self.grammar)
 
     # ------------------------------------------------------------ limits
 
@@ -164,7 +178,7 @@ class LiteLLMModel:
             kwargs["_skip_mcp_handler"] = True
         kwargs.update(c.completion_kwargs)
         if self.grammar is not None:
-            kwargs["extra_body"] = {**kwargs.get("extra_body", {}), c.grammar_field: self.grammar}
+            kwargs["extra_body"] = with_nested(kwargs.get("extra_body") or {}, c.grammar_field.split("."), self.grammar)
         return kwargs
 
     def _call(self, kwargs: dict):
