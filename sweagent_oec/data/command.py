@@ -63,8 +63,6 @@ def convert_command(
     workers: int = typer.Option(1, "--workers", "-w", min=0, help="Processes that read and convert trajectories (0: one per CPU, at most 4); worth it on many cores. The output does not depend on it."),
 ) -> None:
     """Turn trajectories and their evaluation report into SFT data (expert turns trained, student turns masked)."""
-    from rich.console import Console
-
     from sweagent_oec.data.convert import Options, Source, convert
     from sweagent_oec.data.filters import RepetitionRules
 
@@ -91,17 +89,20 @@ def convert_command(
                   truncate_loops=truncate_loops, max_per_instance=max_per_instance, dedup=dedup, seed=seed,
                   heldout=heldout, tokenizer=tokenizer, dataset=dataset, workers=workers)
     stats = convert(run)
-    console = Console(stderr=True)
-    counts = ", ".join(f"{k} {v}" for k, v in stats["counts"].items() if v)
-    console.print(f"convert: {counts}", highlight=False, soft_wrap=True)
+    _say(f"convert: {', '.join(f'{k} {v}' for k, v in stats['counts'].items() if v)}")
     if stats["loops_by_rule"]:
-        console.print(f"loops by rule: {stats['loops_by_rule']}", highlight=False)
+        _say(f"loops by rule: {stats['loops_by_rule']}")
     for d in _dropped(output):
         if d["reason"] == "bad_file":
-            console.print(f"[yellow]skipped[/] {d['error']}", highlight=False, soft_wrap=True)
+            _say(f"{typer.style('skipped', fg='yellow')} {d['error']}")
     folder = f"{output}/dataset, " if dataset else ""
-    console.print(f"turns trained {stats['turns']['trained']}, masked assistant turns {stats['turns']['masked_assistant']}; "
-                  f"wrote {output}/train.jsonl, {folder}{output}/stats.json, {output}/dropped.jsonl", highlight=False, soft_wrap=True)
+    _say(f"turns trained {stats['turns']['trained']}, masked assistant turns {stats['turns']['masked_assistant']}; "
+        f"wrote {output}/train.jsonl, {folder}{output}/stats.json, {output}/dropped.jsonl")
+
+
+def _say(text: str) -> None:
+    """One line on stderr (plain: importing rich would cost the command more than its summary)."""
+    typer.echo(text, err=True)
 
 
 def _dropped(output: Path):
