@@ -1,8 +1,9 @@
 """`sweagent-oec rounds -c ROUNDS.yaml`: iterated OEC rounds (DAgger), resumable.
 
 Round n, in `<output_dir>/round_<n>/`:
-  generate       serve the current student, run-batch with switching on `instances`
-  eval           grade the OEC trajectories
+  generate       serve the current student, run-batch with switching on `instances` (and, on the same server,
+                 each of `more_runs`, e.g. a branching run beside a triggered one: `generate_<name>`)
+  eval           grade the OEC trajectories (of every run)
   convert        SFT data from every round so far, each round a source with its weight (aggregation)
   train          fine-tune from the previous round's checkpoint (or the initial one) -> checkpoint/
   student_eval   serve the new checkpoint, run it alone on `heldout`, grade, score
@@ -19,6 +20,7 @@ import csv
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sweagent_oec.errors import UserError
 from sweagent_oec.files import atomic_write_text
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 ROUNDS_CSV = "rounds.csv"
 COLUMNS = ["round", "student_checkpoint", "trained_checkpoint", "instances", "exit_statuses", "oec_resolved",
            "switched", "mean_switch_step", "mean_student_steps_before_switch", "student_malformed_share",
+           "student_malformed_per_step",
            "expert_cost", "sft_records", "sft_records_this_round", "heldout_resolved", "heldout_total",
            "heldout_rate", "heldout_ci_low", "heldout_ci_high"]
 
@@ -74,6 +77,9 @@ class RoundsConfig(Strict):
     heldout_split: str | None = None
     #: Run configs: the switching run (its models.<student_index> is the student) and the student alone.
     config: list[str]
+    #: More switching runs per round on the same served student, e.g. {"branches": ["branching.yaml"]}: each
+    #: is its own generate and eval stage (round_<n>/trajectories_<name>/, eval/<name>/) and its data joins convert.
+    more_runs: dict[str, list[str]] = Field(default_factory=dict)
     student_config: list[str] | None = None
     student_index: int = Field(0, ge=0, le=1)
     initial_checkpoint: str
@@ -86,6 +92,16 @@ class RoundsConfig(Strict):
     #: Weight of each round's data in every later round's training mix (index 0 = round 1); missing: 1.
     round_weights: list[float] = Field(default_factory=list)
     train: TrainStep = Field(default_factory=TrainStep)
+
+    @field_validator("more_runs")
+    @classmethod
+    def _run_names(cls, runs: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, configs in runs.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", name) or name in ("gen", "student"):
+                raise ValueError(f"run name {name!r}: lowercase letters, digits and _, not 'gen' or 'student'")
+            if not configs:
+                raise ValueError(f"run {name!r} names no config file")
+        return runs
 
 
 def load_rounds_config(path: Path) -> tuple[RoundsConfig, Path]:
@@ -141,15 +157,20 @@ class Rounds:
     def round(self, n: int) -> dict:
         folder, student = self.dir(n), self.checkpoint_for(n)
         log.info("round %d: student %s", n, student)
-        if not self.done(n, "generate"):
+        runs = {"": self.config.config, **self.config.more_runs}  # "": the main run
+        if not all(self.done(n, _suffixed("generate", name)) for name in runs):
             with self.served(student, folder / "serve_generate.log") as model:
-                self.stage(n, "generate", [
-                    "run-batch", *self._configs(self.config.config), "-i", self._source(self.config.instances),
-                    "-o", str(folder / "trajectories"), "-w", str(self.config.workers), "--no-progress",
-                    *self._split(), *self.config.generate_args, *self._student_overrides(model, switching=True)])
-        self.stage(n, "eval", ["eval", "--instances", self._source(self.config.instances), *self._split(),
-                               "--predictions", str(folder / "trajectories" / "preds.json"), "--run-id", "gen",
-                               "--output-dir", str(folder / "eval"), *self.config.eval_args])
+                for name, configs in runs.items():
+                    self.stage(n, _suffixed("generate", name), [
+                        "run-batch", *self._configs(configs), "-i", self._source(self.config.instances),
+                        "-o", str(folder / _suffixed("trajectories", name)), "-w", str(self.config.workers),
+                        "--no-progress", *self._split(), *self.config.generate_args,
+                        *self._student_overrides(model, switching=True)])
+        for name in runs:
+            self.stage(n, _suffixed("eval", name), [
+                "eval", "--instances", self._source(self.config.instances), *self._split(), "--predictions",
+                str(folder / _suffixed("trajectories", name) / "preds.json"), "--run-id", name or "gen",
+                "--output-dir", str(folder / "eval"), *self.config.eval_args])
         self.stage(n, "convert", ["convert", *self._sources(n), "-o", str(folder / "sft"), *self._student_prompt(),
                                   *self.config.convert_args])
         start = student if self.config.train.start == "previous" else self._path(self.config.initial_checkpoint)
@@ -205,14 +226,17 @@ class Rounds:
                 "--instances", self._source(self.config.instances)]
 
     def _sources(self, n: int) -> list[str]:
-        """Every round so far as a convert source (`round_k=DIR:REPORT`) with its weight."""
+        """Every run of every round so far as a convert source (`round_k[_run]=DIR:REPORT`) with its round's weight."""
         args = []
         for k in range(1, n + 1):
             folder = self.dir(k)
-            args += ["--source", f"round_{k}={folder / 'trajectories'}:{folder / 'eval' / 'gen' / 'report.json'}"]
-            weights = self.config.round_weights
-            if k - 1 < len(weights):
-                args += ["--weight", f"round_{k}={weights[k - 1]}"]
+            for name in ["", *self.config.more_runs]:
+                source = _suffixed(f"round_{k}", name)
+                trajectories, report = folder / _suffixed("trajectories", name), folder / "eval" / (name or "gen") / "report.json"
+                args += ["--source", f"{source}={trajectories}:{report}"]
+                weights = self.config.round_weights
+                if k - 1 < len(weights):
+                    args += ["--weight", f"{source}={weights[k - 1]}"]
         return args
 
     # ------------------------------------------------------------ serving
@@ -249,7 +273,8 @@ class Rounds:
         trajs = _trajectories(folder / "trajectories")
         report = _read_json(folder / "eval" / "gen" / "report.json")
         switch_steps = [t["switch_step"] for t in trajs if t["switch_step"] is not None]
-        before = [t["switch_step"] if t["switch_step"] is not None else t["student_steps"] for t in trajs]
+        before = [t["switch_step"] if t["switch_step"] is not None else t["student_steps"] for t in trajs
+                  if t["exit_status"] != "unreadable"]  # a file that does not parse is no student that took 0 steps
         student_steps = sum(t["student_steps"] for t in trajs)
         malformed = sum(t["student_format_errors"] for t in trajs)
         row = {
@@ -261,9 +286,11 @@ class Rounds:
             "mean_switch_step": _mean(switch_steps), "mean_student_steps_before_switch": _mean(before),
             # Of the student's replies, the share that was malformed (re-queried, or handed over on).
             "student_malformed_share": round(malformed / (malformed + student_steps), 4) if malformed + student_steps else "",
+            "student_malformed_per_step": round(malformed / student_steps, 4) if student_steps else "",
             "expert_cost": round(sum(t["expert_cost"] for t in trajs), 6),
             "sft_records": _records(folder / "sft" / "train.jsonl"),
-            "sft_records_this_round": _records(folder / "sft" / "train.jsonl", under=folder / "trajectories"),
+            # Converted from this round's runs (the main one and `more_runs`), not earlier rounds'.
+            "sft_records_this_round": _records(folder / "sft" / "train.jsonl", under=folder),
         }
         student_report = folder / "student_eval" / "eval" / "student" / "report.json"
         if student_report.exists():
@@ -288,6 +315,11 @@ class Rounds:
             log.warning("matplotlib is not installed (analysis extra): rounds.png not drawn")
 
 
+def _suffixed(stem: str, run: str) -> str:
+    """A main-run name as it always was (`generate`, `trajectories`), a `more_runs` one with its name."""
+    return f"{stem}_{run}" if run else stem
+
+
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -301,6 +333,10 @@ def _trajectories(folder: Path) -> list[dict]:
     out = []
     for path in sorted(folder.glob("*/*.traj")):
         data = _read_json(path)
+        if not data:
+            out.append({"exit_status": "unreadable", "switch_step": None, "student_steps": 0, "student_format_errors": 0,
+                        "expert_cost": 0.0})
+            continue
         info = data.get("info") or {}
         oec = info.get("oec") or {}
         steps = [s for s in data.get("trajectory", []) if isinstance(s, dict)]
@@ -311,7 +347,9 @@ def _trajectories(folder: Path) -> list[dict]:
             "student_steps": len(student),
             # Malformed student replies sit on the step that followed them, the expert's too when it took over on them.
             "student_format_errors": sum(1 for s in steps for e in (s.get("extra_info") or {}).get("format_errors") or []
-                                         if isinstance(e, dict) and e.get("model_role", s.get("model_role")) == "student"),
+                                         if isinstance(e, dict) and e.get("model_role", s.get("model_role")) == "student")
+            # and those that ended the run (agent.max_requeries in a row).
+            + sum(1 for e in info.get("format_errors") or [] if isinstance(e, dict) and e.get("model_role") == "student"),
             "expert_cost": float(expert_stats.get("instance_cost") or 0.0),
         })
     return out
