@@ -73,3 +73,67 @@ def to_messages(history: list[dict]) -> list[dict]:
 
 
 _DEFAULT_TYPE = {"system": "system_prompt", "assistant": "action", "user": "observation", "tool": "observation"}
+
+
+class MessageCache:
+    """`to_messages(apply_processors(history, processors))` for a history that grows by appending, at a
+    cost per call that does not grow with the history (the loop calls it every step).
+
+    An item's message depends only on the item and on what the processors decide about it: elide it
+    (an observation, not the task, with at least `n` later observations) or mark it for caching (one of
+    the last `last_n_messages` user/tool items). Once enough items follow it, appending more cannot
+    change those decisions: its message is final and kept. Each call recomputes only the items after
+    the final ones, with the functions above, on the task message plus that tail (the task is the one
+    item outside the tail a decision reads; the rest are ranks counted from the end, which the tail
+    holds), so the list is equal, message for message, to the full recomputation's. A history that is
+    not an extension of the last one (the conversation re-rendered at a switch) starts over.
+
+    As for TrajectoryWriter: items must not be edited in place once seen (the loop appends and replaces).
+    Final messages are shared between the lists of successive calls; callers must not edit them.
+    """
+
+    def __init__(self, processors: list[HistoryProcessorConfig]):
+        self.processors = list(processors)
+        self._seen: list[dict] = []  # the history of the last call
+        self._messages: list[dict] = []  # the final messages: of its first items
+        self._task: dict | None = None  # the task message, once among those items
+
+    def __call__(self, history: list[dict]) -> list[dict]:
+        done = len(self._messages)
+        # Decisions are final only as long as items are appended: anything else starts over. (The
+        # comparison checks identity first: C speed for the same items.)
+        if len(history) < len(self._seen) or history[:len(self._seen)] != self._seen:
+            self._messages, self._task, done = [], None, 0
+        self._seen = list(history)
+        tail = history[done:]
+        if self._task is not None:
+            messages = self._messages + to_messages(apply_processors([self._task, *tail], self.processors))[1:]
+        else:
+            messages = self._messages + to_messages(apply_processors(tail, self.processors))
+        final = self._final(history)
+        if final > done:
+            if self._task is None:
+                self._task = next((item for item in history[done:final] if item.get("role") == "user"), None)
+            self._messages = messages[:final]
+        return messages
+
+    def _final(self, history: list[dict]) -> int:
+        """How many leading items have messages that no appended item can change: for each processor,
+        the last `n` (`last_n_messages`) items it counts may still change, the ones before may not."""
+        task = next((i for i, item in enumerate(history) if item.get("role") == "user"), None)
+        final = len(history)
+        for p in self.processors:
+            elides = p.type == "last_n_observations"
+            wanted = p.n if elides else p.last_n_messages
+            if wanted <= 0:
+                continue  # elides every observation but the task, now and later; or marks none
+            seen = 0
+            for i in range(len(history) - 1, -1, -1):
+                if seen == wanted:
+                    break
+                item = history[i]
+                if item.get("role") in ("user", "tool") and (
+                        not elides or (i != task and item.get("message_type") == "observation")):
+                    seen += 1
+                    final = min(final, i)
+        return final

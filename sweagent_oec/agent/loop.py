@@ -9,10 +9,9 @@ written when the run ends (data/trajectory.py, TrajectoryWriter).
 from __future__ import annotations
 
 import logging
-import os
 import re
+import secrets
 import shlex
-import subprocess
 import threading
 import time
 import traceback
@@ -22,7 +21,7 @@ from sweagent_oec.data.actions import FormatError, new_tool_call_id, parse_actio
 from sweagent_oec import progress
 from sweagent_oec.secrets import scrub
 from sweagent_oec.agent.actors import Actor
-from sweagent_oec.agent.history import apply_processors, to_messages
+from sweagent_oec.agent.history import MessageCache
 from sweagent_oec.agent.prompts import observation_message, render, system_message
 from sweagent_oec.data.trajectory import STUDENT, ModelStats, TrajectoryWriter
 from sweagent_oec.env.runtime import Runtime, RuntimeError_, secret_variable
@@ -58,17 +57,57 @@ def submit_call(action: Action) -> bool | None:
     return None
 
 
-def bash_syntax_errors(command: str) -> tuple[str | None, str]:
-    """(stdout, stderr) of `bash -n` when `command` does not parse, else (None, ""). `bash -n` reads
-    and parses only: nothing in the command runs."""
+#: Bytes that stand for themselves in a $'...' word; every other byte is written as \xHH.
+_PLAIN_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,._+:@%/=-")
+_ANSI_C = [chr(b) if b in _PLAIN_BYTES else f"\\x{b:02x}" for b in range(256)]
+
+
+def ansi_c_quote(text: str) -> str:
+    """`text` as one bash word, $'...', holding only letters, digits, a few punctuation marks and \\xHH
+    escapes: no quote, backslash or newline of the text can end or bend it. NUL cannot be in a bash
+    string (the session drops it too)."""
+    data = text.replace("\0", "").encode("utf-8", errors="replace")
+    return "$'" + "".join(map(_ANSI_C.__getitem__, data)) + "'"
+
+
+def syntax_check_command(command: str, tag: str) -> str:
+    """A command for the agent's own session that parses `command` with `bash -n` and runs none of it.
+
+    The command travels as data (ansi_c_quote) piped into a new bash that only reads and parses: the
+    session's bash binary ($BASH: the bash that will run the command), with an empty environment (no
+    BASH_ENV, messages in the C locale). All in a subshell, so the session keeps its state; in it, POSIX
+    mode puts `unset` and `set` before any function of the agent's, `printf` is freed of one, and the
+    agent's `set -e`/`-x`/`-u`/`pipefail` are off. `tag` lines frame bash's messages and its exit status,
+    so what the session prints around them (an agent's xtrace) is not taken for them.
+    """
+    return (f"(POSIXLY_CORRECT=y; \\unset -f printf; \\set +euvx +o pipefail; \\printf '%s\\n' {tag}; "
+            f"\\printf %s {ansi_c_quote(command)} 2>/dev/null | \\exec -c -a bash \"$BASH\" --norc --noprofile -n 2>&1; "
+            f"\\printf '\\n%s %d\\n' {tag} \"$?\")")
+
+
+def bash_syntax_error(runtime: Runtime, command: str) -> str | None:
+    """bash -n's messages when `command` does not parse; None when it does, or when the check could not be
+    made (then the command runs, and the session shows any error). Checked in the agent's session, so the
+    host never parses the agent's text and the check costs the same at every step (no fork of this
+    growing process)."""
+    tag = f"OEC_BASH_N_{secrets.token_hex(8)}"  # unknown to the command: it cannot print a fake verdict
     try:
-        # A bare environment: no BASH_ENV or other start-up file of the host's is read.
-        result = subprocess.run(["bash", "--norc", "--noprofile", "-n"], input=command.replace("\0", ""),
-                                capture_output=True, text=True,
-                                timeout=30, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
-    except (OSError, subprocess.TimeoutExpired):
-        return None, ""  # no bash to check with (or it hung): the session reports the error instead
-    return (result.stdout, result.stderr) if result.returncode != 0 else (None, "")
+        result = runtime.run(syntax_check_command(command, tag), timeout=30)
+    except RuntimeError_ as e:
+        raise EnvironmentFailure(str(e)) from e
+    output = "\n" + result.output
+    start, end = output.find(f"\n{tag}\n"), output.rfind(f"\n{tag} ")
+    status = output[end + len(tag) + 2:].strip() if end >= 0 else ""
+    if result.timed_out or start < 0 or end < start or not status.isdigit():
+        log.warning("bash -n could not check a command in the session (%s); it runs unchecked",
+                    "timed out" if result.timed_out else f"exit {result.exit_code}: {result.output[-200:]!r}")
+        return None
+    if status == "0":
+        return None
+    if status in ("1", "2"):  # bash's statuses for input that does not parse
+        return output[start + len(tag) + 2:end]
+    log.warning("bash -n could not check a command in the session (bash exited %s); it runs unchecked", status)
+    return None
 
 
 class Agent:
@@ -88,6 +127,8 @@ class Agent:
         self.execution_time = 0.0
         #: Review messages shown so far (review-on-submit); the session's, across a switch.
         self.review_stage = 0
+        #: Each actor's view of the history (its processors, its message shape), kept between steps.
+        self.views = {id(actor): MessageCache(actor.history_processors) for actor in actors}
 
     # ------------------------------------------------------------ the loop
 
@@ -155,7 +196,7 @@ class Agent:
                 messages, retry, failures = None, [], 0
             actor = self.actor
             if messages is None:
-                messages = to_messages(apply_processors(self.history, actor.history_processors))
+                messages = self.views[id(actor)](self.history)
             tools = openai_tools(actor.tool_names) if actor.style == "function_calling" else None
             query = messages + retry
             reply = actor.model.query(query, tools)
@@ -194,10 +235,10 @@ class Agent:
         if actor.tools.filter.blocks(command):
             raise Rejected("blocked", render(actor.tools.filter.blocklist_error_template, action=command))
         if action.name == "bash" and actor.tools.check_bash_syntax:
-            stdout, stderr = bash_syntax_errors(command)
-            if stdout is not None:
+            error = bash_syntax_error(self.runtime, command)
+            if error is not None:
                 raise Rejected("bash_syntax", render(actor.templates.shell_check_error_template, action=command,
-                                                     bash_stdout=stdout, bash_stderr=stderr))
+                                                     bash_stdout="", bash_stderr=error))
 
     # ------------------------------------------------------------ actions
 
