@@ -214,12 +214,13 @@ def trajectory_files(paths: list[Path]) -> Iterator[str]:
 
 
 def _walk(folder: str) -> Iterator[str]:
-    for name in sorted(os.listdir(folder)):
-        full = os.path.join(folder, name)
-        if os.path.isdir(full) and not os.path.islink(full):
-            yield from _walk(full)
-        elif name.endswith(".traj") and os.path.isfile(full):
-            yield full
+    with os.scandir(folder) as it:  # the entry types come with the listing: no stat per name
+        entries = sorted(((e.name, e) for e in it), key=lambda pair: pair[0])
+    for name, entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(entry.path)
+        elif name.endswith(".traj") and entry.is_file():
+            yield entry.path
 
 
 def sidecar_switch_step(traj: Path | str) -> int | None:

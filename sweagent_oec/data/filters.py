@@ -30,16 +30,29 @@ RESOLVED, UNRESOLVED, ERROR, MISSING = "resolved", "unresolved", "error", "missi
 # ---------------------------------------------------------------- rejection sampling
 
 
-def _read_json(path: Path) -> object:
+def _read_json(path: Path | str) -> object:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read evaluation report {path}: {e}; pass the report.json written by `sweagent-oec eval`") from None
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise _unreadable(path, e) from None
+    return _parse_json(text, path)
+
+
+def _unreadable(path: Path | str, e: Exception) -> UserError:
+    return UserError(f"cannot read evaluation report {path}: {e}; pass the report.json written by `sweagent-oec eval`")
+
+
+def _parse_json(text: bytes, path: Path | str) -> object:
+    try:
+        return json.loads(text)
+    except UnicodeDecodeError as e:
+        raise _unreadable(path, e) from None
     except json.JSONDecodeError as e:
         raise UserError(f"evaluation report {path} is not valid JSON (line {e.lineno}); pass the report.json written by `sweagent-oec eval`") from None
 
 
-def _instance_status(data: object, path: Path) -> str:
+def _instance_status(data: object, path: Path | str) -> str:
     """Status from one per-instance report (flat, or SWE-bench's {instance_id: {...}})."""
     if isinstance(data, dict) and "resolved" not in data and len(data) == 1 and isinstance(next(iter(data.values())), dict):
         data = next(iter(data.values()))
@@ -65,8 +78,14 @@ def load_report(path: Path | str) -> dict[str, str]:
         statuses = {}
         for name in sorted(os.listdir(path)):  # names, not 50k Paths at once
             sub = os.path.join(path, name, "report.json")
-            if os.path.isfile(sub):
-                statuses[sys.intern(name)] = _instance_status(_read_json(Path(sub)), Path(sub))
+            try:
+                with open(sub, "rb") as f:  # opened, not stat'ed first: one call per instance
+                    text = f.read()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue  # no report for this name
+            except OSError as e:
+                raise _unreadable(sub, e) from None
+            statuses[sys.intern(name)] = _instance_status(_parse_json(text, sub), sub)
         if not statuses:
             raise UserError(f"folder {path} holds no report.json nor <instance_id>/report.json files; run `sweagent-oec eval` first")
         return statuses

@@ -24,11 +24,16 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from sweagent_oec.data.actions import FormatError, canonical_style, parse_action, render_action
-from sweagent_oec.config import TemplateConfig
 from sweagent_oec.data.trajectory import EXPERT, STUDENT, TrajectoryFormatError, _literal
 from sweagent_oec.tools.specs import Action, from_command_line, openai_tools, to_command_line
+
+if TYPE_CHECKING:
+    from sweagent_oec.config import TemplateConfig
 
 #: Exit statuses that mean the loop submitted for the model (SWE-agent writes "submitted (exit_cost)").
 _AUTOSUBMIT = re.compile(r"^submitted \(.+\)$")
@@ -141,14 +146,73 @@ def _clean(message: dict) -> dict:
     return out
 
 
+class _Step(msgspec.Struct):
+    """What conversion reads of one step. `query` stays raw bytes (skipped, not parsed): a long run
+    holds the square of its turns in the queries, and only the last step's is read."""
+
+    query: msgspec.Raw = msgspec.Raw()
+    thought: Any = msgspec.UNSET
+    action: Any = msgspec.UNSET
+    response: Any = msgspec.UNSET
+    extra_info: Any = msgspec.UNSET
+    model_role: Any = msgspec.UNSET
+    model_name: Any = msgspec.UNSET
+
+
+class _File(msgspec.Struct):
+    """What conversion reads of a `.traj` (other keys are skipped)."""
+
+    trajectory: list[_Step] | msgspec.UnsetType = msgspec.UNSET
+    history: Any = msgspec.UNSET
+    info: Any = msgspec.UNSET
+    replay_config: Any = msgspec.UNSET
+    environment: Any = msgspec.UNSET
+
+
+_DECODE_FILE = msgspec.json.Decoder(_File).decode
+_DECODE = msgspec.json.Decoder().decode
+_STEP_KEYS = tuple(k for k in _Step.__struct_fields__ if k != "query")
+_FILE_KEYS = _File.__struct_fields__
+
+
+def _read_fast(raw: bytes) -> dict | None:
+    """The fields conversion reads, as `json.loads` would give them (every step without its
+    `query` but the last); None when the file is anything but plain UTF-8 JSON of the usual shape
+    (then `load_raw` reads it with `json` and names what is wrong)."""
+    try:
+        parsed = _DECODE_FILE(raw)
+        steps = parsed.trajectory
+        if steps is not msgspec.UNSET:
+            out = []
+            for step in steps:
+                out.append({k: v for k in _STEP_KEYS if (v := getattr(step, k)) is not msgspec.UNSET})
+            if steps and len(steps[-1].query):
+                out[-1]["query"] = _DECODE(steps[-1].query)
+            steps = out
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    data = {k: v for k in _FILE_KEYS if (v := getattr(parsed, k)) is not msgspec.UNSET}
+    if steps is not msgspec.UNSET:
+        data["trajectory"] = steps
+    return data if {"trajectory", "history"} & set(data) else None
+
+
 def load_raw(path: Path) -> dict:
     """The file's JSON, checked only for being a trajectory at all. Conversion reads a handful of
     fields and checks those where it reads them (`_field`), instead of validating every step's
-    `query` (a long run holds the square of its turns in them)."""
+    `query` (a long run holds the square of its turns in them). Well-formed files are read by
+    msgspec without building the earlier steps' queries (`_read_fast`, ~4x faster than `json`);
+    anything else by `json`, whose errors name the problem."""
     try:
-        data = json.loads(path.read_bytes())
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise TrajectoryFormatError(f"{path}: cannot read trajectory: {e}") from e
+    data = _read_fast(raw)
+    if data is not None:
+        return data
+    try:
+        data = json.loads(raw)
     except UnicodeDecodeError as e:
         raise TrajectoryFormatError(f"{path}: cannot read trajectory: {e}") from e
     except json.JSONDecodeError as e:

@@ -1,0 +1,155 @@
+"""convert's fast paths change no output: msgspec reads what conversion needs (earlier steps'
+queries skipped) and `json` reads every file msgspec refuses; the CLI imports only what the
+chosen command needs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweagent_oec.data import sft
+from sweagent_oec.data.convert import Options, Source, convert
+from tests.test_convert import WORK, make_traj, read_jsonl, report
+from tests.test_sft import FIXTURES, write_traj
+
+STUDENT_CONFIG = Path(__file__).parent / "data" / "sft" / "student_config.yaml"
+
+
+def what_conversion_reads(data: dict) -> dict:
+    """The fields of a json.loads'ed trajectory that conversion reads (only the last step's query)."""
+    out = {k: data[k] for k in ("trajectory", "history", "info", "replay_config", "environment") if k in data}
+    if isinstance(data.get("trajectory"), list):
+        keys = ("thought", "action", "response", "extra_info", "model_role", "model_name")
+        out["trajectory"] = [{k: s[k] for k in keys if k in s} for s in data["trajectory"]]
+        if data["trajectory"] and "query" in data["trajectory"][-1]:
+            out["trajectory"][-1]["query"] = data["trajectory"][-1]["query"]
+    return out
+
+
+def history_only(t: dict) -> dict:
+    return {"history": t["history"], "info": t["info"]}
+
+
+def null_last_query(t: dict) -> dict:
+    t["trajectory"][-1]["query"] = None
+    return t
+
+
+def no_last_query(t: dict) -> dict:
+    del t["trajectory"][-1]["query"]
+    return t
+
+
+def extra_keys(t: dict) -> dict:
+    t["trajectory"][0]["state"] = {"open_file": "a.py"}
+    t["replay_config"] = json.dumps({"agent": {"model": {"name": "m"}}})
+    t["environment"] = {"workdir": "/testbed"}
+    return {**t, "attempts": [{"x": 1}]}
+
+
+@pytest.mark.parametrize("shape", [lambda t: t, history_only, null_last_query, no_last_query, extra_keys],
+                         ids=["run-loop", "history-only", "null-query", "no-query", "extra-keys"])
+def test_fast_read_gives_what_json_gives(shape):
+    data = shape(make_traj(WORK + ["echo é ✓ \\u00e9"], 2))
+    raw = json.dumps(data).encode()
+    assert sft._read_fast(raw) == what_conversion_reads(json.loads(raw))
+
+
+def test_fast_read_of_swe_agent_files():
+    files = sorted(FIXTURES.rglob("*.traj"))
+    assert files
+    for path in files:
+        raw = path.read_bytes()
+        assert sft._read_fast(raw) == what_conversion_reads(json.loads(raw)), path.name
+
+
+@pytest.mark.parametrize("text, fast_refuses", [
+    (lambda s: s.replace('"exit_status"', '"cost": NaN, "exit_status"'), True),  # json reads NaN; msgspec does not
+    (lambda s: "\ufeff" + s, True),  # a UTF-8 byte-order mark
+    (lambda s: s.replace('"diff"', '"\\ud800 lone surrogate"'), True),
+    (lambda s: s.replace('"exit_status"', '"big": 1e400, "exit_status"'), True),
+    (lambda s: s.replace('"exit_status"', '"note": "caf\\u00e9 \\ud83d\\ude00", "exit_status"'), False),  # escapes: both read them
+])
+def test_files_msgspec_refuses_are_read_by_json_into_the_same_records(tmp_path, text, fast_refuses):
+    plain = make_traj(WORK, 2)
+    trajs = tmp_path / "trajs"
+    write_traj(trajs, "a", plain)
+    odd = trajs / "b" / "b.traj"
+    odd.parent.mkdir(parents=True)
+    odd.write_bytes(text(json.dumps(plain)).encode("utf-8", "surrogatepass"))
+    assert (sft._read_fast(odd.read_bytes()) is None) == fast_refuses
+    rep = report(tmp_path / "r.json", resolved=["a", "b"])
+    stats = convert(Options([Source("main", [trajs], rep)], tmp_path / "out", dataset=False, dedup=False))
+    records = {r["instance_id"]: r for r in read_jsonl(tmp_path / "out" / "train.jsonl")}
+    assert stats["counts"]["converted"] == 2  # the same trajectory, read either way: the same record
+    assert {**records["b"], "traj_path": None} == {**records["a"], "traj_path": None, "instance_id": "b"}
+
+
+def test_a_corrupt_file_is_still_named_by_json(tmp_path):
+    trajs = tmp_path / "trajs"
+    write_traj(trajs, "good", make_traj(WORK, 2))
+    bad = write_traj(trajs, "bad", make_traj(WORK, 2))
+    bad.write_bytes(bad.read_bytes()[:-40])
+    (trajs / "latin").mkdir()
+    (trajs / "latin" / "latin.traj").write_bytes(json.dumps(make_traj(WORK, 2)).replace("Fix the bug.", "caf\\u00e9").encode()
+                                                 .replace(b"caf\\u00e9", "café".encode("latin-1")))
+    rep = report(tmp_path / "r.json", resolved=["good", "bad", "latin"])
+    stats = convert(Options([Source("main", [trajs], rep)], tmp_path / "out", dataset=False))
+    assert stats["counts"]["bad_file"] == 2 and stats["counts"]["train"] == 1
+    errors = {d["instance_id"]: d["error"] for d in read_jsonl(tmp_path / "out" / "dropped.jsonl")}
+    assert "not valid JSON" in errors["bad"] and "cannot read trajectory" in errors["latin"]
+
+
+def test_student_rewrite_output_is_unchanged_by_the_fast_read(tmp_path, monkeypatch):
+    """The whole record, byte for byte, through the fast read and through json alone."""
+    trajs = tmp_path / "trajs"
+    ids = [f"i{k}" for k in range(6)]
+    for k, instance_id in enumerate(ids):
+        write_traj(trajs, instance_id, make_traj(WORK + [f"echo {k}"], k % 4, task=f"task {k} ✓"))
+    rep = report(tmp_path / "r.json", resolved=ids)
+
+    def run(out):
+        convert(Options([Source("main", [trajs], rep)], out, student_config=STUDENT_CONFIG, dataset=False))
+        return {name: (out / name).read_bytes() for name in ("train.jsonl", "dropped.jsonl", "stats.json")}
+
+    fast = run(tmp_path / "fast")
+    monkeypatch.setattr(sft, "_read_fast", lambda raw: None)
+    assert run(tmp_path / "slow") == {k: v.replace(b"/fast", b"/slow") for k, v in fast.items()}
+
+
+CHECK_IMPORTS = """
+import atexit, sys
+def report():
+    names = ("litellm", "rich", "datasets", "jinja2", "sweagent_oec.config", "sweagent_oec.harness", "sweagent_oec.commands",
+             "sweagent_oec.env.command", "sweagent_oec.agent.loop", "sweagent_oec.train", "covariate_shift_analysis")
+    print("LOADED", " ".join(n for n in names if n in sys.modules))
+atexit.register(report)
+from sweagent_oec.cli import main
+sys.argv = ["sweagent-oec", *sys.argv[1:]]
+main()
+"""
+
+
+def loaded(*args) -> tuple[int, set[str]]:
+    result = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *map(str, args)], capture_output=True, text=True, timeout=120)
+    line = [x for x in result.stdout.splitlines() if x.startswith("LOADED")][-1]
+    return result.returncode, set(line.split()[1:])
+
+
+def test_convert_imports_only_what_it_needs(tmp_path):
+    trajs = tmp_path / "trajs"
+    write_traj(trajs, "a", make_traj(WORK, 2))
+    rep = report(tmp_path / "r.json", resolved=["a"])
+    code, modules = loaded("convert", trajs, "--report", rep, "-o", tmp_path / "out", "--no-dataset")
+    assert code == 0 and modules == set()  # no other stage, no model client, no rich, no config models
+    code, modules = loaded("convert", trajs, "--report", rep, "-o", tmp_path / "out2", "--no-dataset", "--student-config", STUDENT_CONFIG)
+    assert code == 0 and modules == {"jinja2", "sweagent_oec.config"}  # the student's prompt: its config and template
+    assert len(read_jsonl(tmp_path / "out2" / "train.jsonl")) == 1
+
+
+def test_an_unknown_command_is_one_line_with_a_suggestion():
+    result = subprocess.run([sys.executable, "-m", "sweagent_oec.cli", "conver"], capture_output=True, text=True, timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines == ["error: No such command 'conver'. Did you mean 'convert'? (see: sweagent-oec --help)"]
