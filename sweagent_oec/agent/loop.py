@@ -123,6 +123,9 @@ class Agent:
         self.info: dict = {"submission": None, "exit_status": None}
         self.switch_step: int | None = None
         self.student_queries = 0
+        #: The student's actions and observations so far, in step order (what switch criteria read).
+        self.student_actions: list[str] = []
+        self.student_observations: list[str] = []
         self.timeouts_in_a_row = 0
         self.execution_time = 0.0
         #: Review messages shown so far (review-on-submit); the session's, across a switch.
@@ -299,9 +302,9 @@ class Agent:
     # ------------------------------------------------------------ conversation
 
     def _switch_due(self, malformed_in_a_row: int = 0) -> bool:
-        student = [s for s in self.steps if s["model_role"] == STUDENT]
-        return self.schedule.due(len(student), self.student_queries, self.actor.model.stats,
-                                 actions=[s["action"] for s in student], observations=[s["observation"] for s in student],
+        # Copies (at C speed: the lists are kept up to date by record, not rebuilt from the steps each time).
+        return self.schedule.due(len(self.student_actions), self.student_queries, self.actor.model.stats,
+                                 actions=list(self.student_actions), observations=list(self.student_observations),
                                  malformed_in_a_row=malformed_in_a_row, problem_statement=self.instance.problem_statement)
 
     def switch_to(self, expert: Actor) -> None:
@@ -351,6 +354,9 @@ class Agent:
         if format_errors:
             step["extra_info"]["format_errors"] = format_errors
         self.steps.append(step)
+        if actor.role == STUDENT:
+            self.student_actions.append(step["action"])
+            self.student_observations.append(output)
         # Keep the reply exactly as the model wrote it (content and tool calls) in the history.
         self.history += self._turn(actor, {"content": reply.content, "tool_calls": reply.tool_calls}, step, output)
         progress.step(self.instance.instance_id, role=actor.role, model=actor.model.name, index=len(self.steps) - 1,
