@@ -17,14 +17,17 @@ from tests.test_sft import FIXTURES, write_traj
 STUDENT_CONFIG = Path(__file__).parent / "data" / "sft" / "student_config.yaml"
 
 
-def what_conversion_reads(data: dict) -> dict:
-    """The fields of a json.loads'ed trajectory that conversion reads (only the last step's query)."""
+def what_conversion_reads(data: dict, history_read_from: int) -> dict:
+    """The fields of a json.loads'ed trajectory that conversion reads: only the last step's query,
+    the history from `history_read_from` on."""
     out = {k: data[k] for k in ("trajectory", "history", "info", "replay_config", "environment") if k in data}
     if isinstance(data.get("trajectory"), list):
         keys = ("thought", "action", "response", "extra_info", "model_role", "model_name")
         out["trajectory"] = [{k: s[k] for k in keys if k in s} for s in data["trajectory"]]
         if data["trajectory"] and "query" in data["trajectory"][-1]:
             out["trajectory"][-1]["query"] = data["trajectory"][-1]["query"]
+    if "history" in out:
+        out["history"] = [None] * history_read_from + out["history"][history_read_from:]
     return out
 
 
@@ -49,20 +52,30 @@ def extra_keys(t: dict) -> dict:
     return {**t, "attempts": [{"x": 1}]}
 
 
-@pytest.mark.parametrize("shape", [lambda t: t, history_only, null_last_query, no_last_query, extra_keys],
-                         ids=["run-loop", "history-only", "null-query", "no-query", "extra-keys"])
-def test_fast_read_gives_what_json_gives(shape):
-    data = shape(make_traj(WORK + ["echo é ✓ \\u00e9"], 2))
+def format_errors(t: dict) -> dict:
+    """Two failed format attempts in the last query: the history after it starts 2 items earlier."""
+    t["trajectory"][-1]["query"][3:3] = [{"role": "assistant", "content": "bad", "is_format_error": True},
+                                          {"role": "user", "content": "format!", "is_format_error": True}]
+    return t
+
+
+@pytest.mark.parametrize("shape, read_from", [(lambda t: t, 12), (history_only, 0), (null_last_query, 0), (no_last_query, 0),
+                                              (extra_keys, 12), (format_errors, 12)],
+                         ids=["run-loop", "history-only", "null-query", "no-query", "extra-keys", "format-errors"])
+def test_fast_read_gives_what_json_gives(shape, read_from):
+    data = shape(make_traj(WORK + ["echo é ✓ \\u00e9"], 2))  # 6 steps: the last query holds 12 messages
     raw = json.dumps(data).encode()
-    assert sft._read_fast(raw) == what_conversion_reads(json.loads(raw))
+    assert sft._read_fast(raw) == what_conversion_reads(json.loads(raw), read_from)
 
 
 def test_fast_read_of_swe_agent_files():
     files = sorted(FIXTURES.rglob("*.traj"))
     assert files
     for path in files:
-        raw = path.read_bytes()
-        assert sft._read_fast(raw) == what_conversion_reads(json.loads(raw)), path.name
+        raw, data = path.read_bytes(), json.loads(path.read_bytes())
+        last = (data.get("trajectory") or [{}])[-1].get("query") or []
+        read_from = len([m for m in last if not m.get("is_format_error")])
+        assert sft._read_fast(raw) == what_conversion_reads(data, read_from), path.name
 
 
 @pytest.mark.parametrize("text, fast_refuses", [
@@ -107,7 +120,8 @@ def test_student_rewrite_output_is_unchanged_by_the_fast_read(tmp_path, monkeypa
     trajs = tmp_path / "trajs"
     ids = [f"i{k}" for k in range(6)]
     for k, instance_id in enumerate(ids):
-        write_traj(trajs, instance_id, make_traj(WORK + [f"echo {k}"], k % 4, task=f"task {k} ✓"))
+        traj = make_traj(WORK + [f"echo {k}"], k % 4, task=f"task {k} ✓")
+        write_traj(trajs, instance_id, format_errors(traj) if k % 2 else traj)
     rep = report(tmp_path / "r.json", resolved=ids)
 
     def run(out):

@@ -124,13 +124,12 @@ class Encoded:
 
 
 def encode(record: dict, tokenizer=None) -> Encoded:
-    messages = json.dumps(record["messages"])
+    records = record["messages"]
+    messages = json.dumps(records)  # ASCII (ensure_ascii): as many bytes as characters
     rest = json.dumps({k: v for k, v in record.items() if k != "messages"})
-    line = ('{"messages": ' + messages + ", " + rest[1:] + "\n").encode()  # == json.dumps(record)
+    line = f'{{"messages": {messages}, {rest[1:]}\n'.encode()  # == json.dumps(record)
     trained = masked = context = 0
-    message_keys: dict = {}
-    for m in record["messages"]:
-        message_keys.update(dict.fromkeys(m))
+    for m in records:
         if m["train"]:
             trained += 1
         elif m["role"] == "assistant":
@@ -138,11 +137,12 @@ def encode(record: dict, tokenizer=None) -> Encoded:
         else:
             context += 1
     kind, step = record["source"], record["switch_step"]
-    ref = Ref(record["instance_id"], hashlib.blake2b(messages.encode(), digest_size=16).digest(), -1, len(line),
-              kind, "bc" if step is None or kind == "bc" else str(step), trained, masked, context)
+    key = hashlib.blake2b(memoryview(line)[13:13 + len(messages)], digest_size=16).digest()  # the messages' JSON
+    ref = Ref(record["instance_id"], key, -1, len(line), kind, "bc" if step is None or kind == "bc" else str(step),
+              trained, masked, context)
     if tokenizer is not None:
-        ref.tokens_trained, ref.tokens_masked = _count_tokens(tokenizer, record["messages"])
-    return Encoded(line, ref, tuple(record), tuple(message_keys))
+        ref.tokens_trained, ref.tokens_masked = _count_tokens(tokenizer, records)
+    return Encoded(line, ref, tuple(record), tuple(dict.fromkeys(itertools.chain.from_iterable(records))))
 
 
 KINDS = ("oec", "bc")

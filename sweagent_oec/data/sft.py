@@ -92,6 +92,8 @@ class StudentPrompt:
     tool_names: list[str]
     #: System messages already rendered, by the values of the variables the template names.
     system_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    #: Whether the system template names each variable (looked up once, not per record).
+    system_names: tuple | None = field(default=None, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------- reading
@@ -163,7 +165,7 @@ class _File(msgspec.Struct):
     """What conversion reads of a `.traj` (other keys are skipped)."""
 
     trajectory: list[_Step] | msgspec.UnsetType = msgspec.UNSET
-    history: Any = msgspec.UNSET
+    history: list[msgspec.Raw] | msgspec.UnsetType = msgspec.UNSET  # decoded from where the last query ends
     info: Any = msgspec.UNSET
     replay_config: Any = msgspec.UNSET
     environment: Any = msgspec.UNSET
@@ -176,25 +178,40 @@ _FILE_KEYS = _File.__struct_fields__
 
 
 def _read_fast(raw: bytes) -> dict | None:
-    """The fields conversion reads, as `json.loads` would give them (every step without its
-    `query` but the last); None when the file is anything but plain UTF-8 JSON of the usual shape
-    (then `load_raw` reads it with `json` and names what is wrong)."""
+    """The fields conversion reads, as `json.loads` would give them, except: steps carry no `query`
+    but the last, and the history items that the last query already holds (`seen_messages` reads
+    only what follows them) are None. None when the file is anything but plain UTF-8 JSON of the
+    usual shape (then `load_raw` reads it with `json` and names what is wrong)."""
     try:
         parsed = _DECODE_FILE(raw)
         steps = parsed.trajectory
+        query = None
         if steps is not msgspec.UNSET:
             out = []
             for step in steps:
                 out.append({k: v for k in _STEP_KEYS if (v := getattr(step, k)) is not msgspec.UNSET})
             if steps and len(steps[-1].query):
-                out[-1]["query"] = _DECODE(steps[-1].query)
+                query = out[-1]["query"] = _DECODE(steps[-1].query)
             steps = out
+        history = parsed.history
+        if history is not msgspec.UNSET:
+            skip = _in_query(query)
+            history = [None] * skip + [_DECODE(item) for item in history[skip:]]
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     data = {k: v for k in _FILE_KEYS if (v := getattr(parsed, k)) is not msgspec.UNSET}
-    if steps is not msgspec.UNSET:
-        data["trajectory"] = steps
+    for key, value in (("trajectory", steps), ("history", history)):
+        if value is not msgspec.UNSET:
+            data[key] = value
     return data if {"trajectory", "history"} & set(data) else None
+
+
+def _in_query(query) -> int:
+    """How many history items `seen_messages` skips for this last query: its messages without
+    failed format attempts (0 when it is empty or not a list: then all history is read)."""
+    if type(query) is not list:
+        return 0
+    return sum(1 for m in query if type(m) is dict and not m.get("is_format_error"))
 
 
 def load_raw(path: Path) -> dict:
@@ -274,7 +291,8 @@ def seen_messages(path: Path, data: dict) -> list[dict]:
         history = _messages(path, "history", data.get("history"))
         return [_clean(m) for m in history if not m.get("is_format_error")]
     query = [m for m in query if not m.get("is_format_error")]
-    history = _messages(path, "history", data.get("history"), start=len(query))  # only the tail is read
+    # Only the tail is read (a fast read leaves the items before it None, see `_read_fast`).
+    history = _messages(path, "history", data.get("history"), start=len(query))
     tail = history[len(query):]
     if not tail or tail[0].get("role") != "assistant":
         # No usable history after the query: the reply is the step's own response.
@@ -450,8 +468,9 @@ def render_system(prompt: StudentPrompt, conv: Conversation) -> str:
     from sweagent_oec.agent.prompts import system_message
 
     variables = {"working_dir": conv.working_dir or "", "instance_id": conv.instance_id}
-    source = prompt.templates.system_template
-    key = tuple(value if name in source else None for name, value in variables.items())
+    if prompt.system_names is None:
+        prompt.system_names = tuple(name in prompt.templates.system_template for name in variables)
+    key = tuple(value if used else None for used, value in zip(prompt.system_names, variables.values()))
     if key not in prompt.system_cache:
         prompt.system_cache[key] = system_message(prompt.templates, prompt.style, prompt.tool_names, **variables)
     return prompt.system_cache[key]
