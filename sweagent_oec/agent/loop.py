@@ -73,16 +73,22 @@ def ansi_c_quote(text: str) -> str:
 def syntax_check_command(command: str, tag: str) -> str:
     """A command for the agent's own session that parses `command` with `bash -n` and runs none of it.
 
-    The command travels as data (ansi_c_quote) piped into a new bash that only reads and parses: the
-    session's bash binary ($BASH: the bash that will run the command), with an empty environment (no
-    BASH_ENV, messages in the C locale). All in a subshell, so the session keeps its state; in it, POSIX
-    mode puts `unset` and `set` before any function of the agent's, `printf` is freed of one, and the
-    agent's `set -e`/`-x`/`-u`/`pipefail` are off. `tag` lines frame bash's messages and its exit status,
-    so what the session prints around them (an agent's xtrace) is not taken for them.
+    The command travels as data (ansi_c_quote, a here-string) into a bash that only reads and parses: the
+    session's own bash binary ($BASH: the bash that will run the command), with an empty environment (no
+    BASH_ENV; messages in the C locale). It replaces a subshell, so the session keeps its state. In that
+    subshell, before it: POSIX mode puts `unset`, `set` and `exec` before any function of the agent's,
+    `printf` is freed of one, the agent's `set -e`/`-u`/`-x`/`pipefail` are off, and a `tag` line marks
+    where bash's messages begin (after anything the session printed first, such as an agent's xtrace).
+    A failed parse's status comes after them on a `tag` line, through `||`: the session's own `set -e`
+    does not end it.
     """
     return (f"(POSIXLY_CORRECT=y; \\unset -f printf; \\set +euvx +o pipefail; \\printf '%s\\n' {tag}; "
-            f"\\printf %s {ansi_c_quote(command)} 2>/dev/null | \\exec -c -a bash \"$BASH\" --norc --noprofile -n 2>&1; "
-            f"\\printf '\\n%s %d\\n' {tag} \"$?\")")
+            f"\\exec -c -a bash \"$BASH\" --norc --noprofile -n 2>&1 <<< {ansi_c_quote(command)}"
+            f") || \\builtin printf '\\n%s %d\\n' {tag} \"$?\"")
+
+
+#: bash's exit statuses for input that does not parse.
+_PARSE_ERROR = ("1", "2")
 
 
 def bash_syntax_error(runtime: Runtime, command: str) -> str | None:
@@ -90,23 +96,22 @@ def bash_syntax_error(runtime: Runtime, command: str) -> str | None:
     made (then the command runs, and the session shows any error). Checked in the agent's session, so the
     host never parses the agent's text and the check costs the same at every step (no fork of this
     growing process)."""
-    tag = f"OEC_BASH_N_{secrets.token_hex(8)}"  # unknown to the command: it cannot print a fake verdict
+    tag = f"OEC_BASH_N_{secrets.token_hex(8)}"  # unknown to the command: nothing it holds can pass for a tag
     try:
         result = runtime.run(syntax_check_command(command, tag), timeout=30)
     except RuntimeError_ as e:
         raise EnvironmentFailure(str(e)) from e
     output = "\n" + result.output
     start, end = output.find(f"\n{tag}\n"), output.rfind(f"\n{tag} ")
-    status = output[end + len(tag) + 2:].strip() if end >= 0 else ""
-    if result.timed_out or start < 0 or end < start or not status.isdigit():
-        log.warning("bash -n could not check a command in the session (%s); it runs unchecked",
-                    "timed out" if result.timed_out else f"exit {result.exit_code}: {result.output[-200:]!r}")
+    if start >= 0 and end < 0 and result.exit_code == 0:
         return None
-    if status == "0":
-        return None
-    if status in ("1", "2"):  # bash's statuses for input that does not parse
-        return output[start + len(tag) + 2:end]
-    log.warning("bash -n could not check a command in the session (bash exited %s); it runs unchecked", status)
+    status = output[end + len(tag) + 2:].strip() if end > start >= 0 else ""
+    # Lines naming the tag between the two are the session's xtrace of the status line, not bash's.
+    messages = "".join(line for line in output[start + len(tag) + 2:end].splitlines(keepends=True) if tag not in line)
+    if status in _PARSE_ERROR and "cannot create temp file for here-document" not in messages:  # the session's failure
+        return messages
+    log.warning("bash -n could not check a command in the session (%s); it runs unchecked",
+                "timed out" if result.timed_out else f"exit {result.exit_code}: {result.output[-200:]!r}")
     return None
 
 
