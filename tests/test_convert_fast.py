@@ -167,3 +167,23 @@ def test_an_unknown_command_is_one_line_with_a_suggestion():
     result = subprocess.run([sys.executable, "-m", "sweagent_oec.cli", "conver"], capture_output=True, text=True, timeout=60)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and lines == ["error: No such command 'conver'. Did you mean 'convert'? (see: sweagent-oec --help)"]
+
+
+def test_sidecars_found_from_the_folder_listing_as_by_looking(tmp_path):
+    """The walk tells each file whether a `<traj>.oec.json` is beside it; a positional file still looks."""
+    src = FIXTURES / "swe_agent_traj" / "marshmallow-1867.xml.traj"
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    for name in ("m", "linked", "dir", "none"):
+        (folder / f"{name}.traj").write_text(src.read_text())
+    (folder / "m.traj.oec.json").write_text(json.dumps({"switch_step": 3}))
+    (tmp_path / "target.json").write_text(json.dumps({"switch_step": 2}))
+    (folder / "linked.traj.oec.json").symlink_to(tmp_path / "target.json")  # a link to a file counts
+    (folder / "dir.traj.oec.json").mkdir()  # a folder is no sidecar
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "s.traj").write_text(src.read_text())
+    (single / "s.traj.oec.json").write_text(json.dumps({"switch_step": 1}))
+    convert(Options([Source("ext", [folder, single / "s.traj"], None)], tmp_path / "out", resolved_only=False, dedup=False))
+    steps = {r["instance_id"]: r["switch_step"] for r in read_jsonl(tmp_path / "out" / "train.jsonl")}
+    assert steps == {"m": 3, "linked": 2, "dir": None, "none": None, "s": 1}

@@ -164,12 +164,14 @@ class Spool:
     kinds: bytearray = field(default_factory=bytearray)  # index into KINDS
     switch: array = field(default_factory=lambda: array("q"))  # switch step; -1: BC data
     counts: array = field(default_factory=lambda: array("q"))  # 5 a row: trained, masked assistant, context, tokens trained/masked
+    end: int = 0  # bytes written to the (new, empty) file so far: the next record's offset, without a seek
 
     def add(self, encoded: Encoded) -> int:
         ref, row = encoded.ref, len(self.ids)
         self.ids.append(sys.intern(ref.instance_id))  # the report's key: one string for both
         self.keys += ref.key
-        self.offsets.append(self.file.tell())
+        self.offsets.append(self.end)
+        self.end += ref.length
         self.lengths.append(ref.length)
         self.kinds.append(KINDS.index(ref.kind))
         self.switch.append(-1 if ref.switch == "bc" else int(ref.switch))
@@ -201,32 +203,36 @@ def check_paths(paths: list[Path]) -> None:
             raise UserError(f"trajectory path {path} does not exist; pass .traj files or folders holding them")
 
 
-def trajectory_files(paths: list[Path]) -> Iterator[str]:
-    """The `.traj` files to convert, as path strings, in `sorted(rglob("*.traj"))` order, listed
-    one folder at a time (a folder of 50k instance folders costs its names, not 50k Paths)."""
+def trajectory_files(paths: list[Path]) -> Iterator[tuple[str, bool | None]]:
+    """The `.traj` files to convert, as (path string, whether a `<traj>.oec.json` sidecar is beside
+    it; None: not known yet), in `sorted(rglob("*.traj"))` order, listed one folder at a time (a
+    folder of 50k instance folders costs its names, not 50k Paths)."""
     for path in paths:
         if path.is_dir():
             yield from _walk(str(path))
         elif path.is_file():
-            yield str(path)
+            yield str(path), None
         else:
             raise UserError(f"trajectory path {path} does not exist; pass .traj files or folders holding them")
 
 
-def _walk(folder: str) -> Iterator[str]:
+def _walk(folder: str) -> Iterator[tuple[str, bool]]:
     with os.scandir(folder) as it:  # the entry types come with the listing: no stat per name
-        entries = sorted(((e.name, e) for e in it), key=lambda pair: pair[0])
-    for name, entry in entries:
+        entries = {e.name: e for e in it}
+    for name in sorted(entries):
+        entry = entries[name]
         if entry.is_dir(follow_symlinks=False):
             yield from _walk(entry.path)
         elif name.endswith(".traj") and entry.is_file():
-            yield entry.path
+            sidecar = entries.get(f"{name}.oec.json")
+            yield entry.path, sidecar is not None and sidecar.is_file()
 
 
-def sidecar_switch_step(traj: Path | str) -> int | None:
-    """`<traj>.oec.json` = {"switch_step": N}: the switch step of an external trajectory."""
+def sidecar_switch_step(traj: Path | str, present: bool | None = None) -> int | None:
+    """`<traj>.oec.json` = {"switch_step": N}: the switch step of an external trajectory.
+    `present`: whether the file is there, when the folder's listing said (None: look)."""
     sidecar = f"{traj}.oec.json"
-    if not os.path.isfile(sidecar):
+    if not (os.path.isfile(sidecar) if present is None else present):
         return None
     try:
         with open(sidecar) as f:
@@ -267,16 +273,16 @@ class Job:
 _JOB: Job | None = None  # set by the stage before its workers fork
 
 
-def convert_file(task: tuple[str, str, str | None]) -> tuple[Encoded | None, Tally]:
+def convert_file(task: tuple[str, str, str | None, bool | None]) -> tuple[Encoded | None, Tally]:
     """One trajectory -> its encoded record (None if dropped) and what happened to it. Runs in a
     worker process; everything it needs is in `_JOB`."""
-    path, instance_id, status = task
+    path, instance_id, status, sidecar = task
     job, tally = _JOB, Tally()
     if job.options.resolved_only and status != filters.RESOLVED:
         tally.drop("resolved_filter", status, path, instance_id)
         return None, tally
     try:
-        record = _record(path, instance_id, status, job.options, job.prompt, tally, job.instances)
+        record = _record(path, instance_id, status, job.options, job.prompt, tally, job.instances, sidecar)
     except TrajectoryFormatError as e:
         tally.drop("read", "bad_file", path, instance_id, error=str(e))
         return None, tally
@@ -286,14 +292,14 @@ def convert_file(task: tuple[str, str, str | None]) -> tuple[Encoded | None, Tal
     return (encode(record, job.tokenizer) if record is not None else None), tally
 
 
-def convert_source(files: Iterator[str], report: dict[str, str] | None, options: Options, tally: Tally, dropped: IO[str],
+def convert_source(files: Iterator[tuple[str, bool | None]], report: dict[str, str] | None, options: Options, tally: Tally, dropped: IO[str],
                    spool: Spool, workers: int) -> range:
     """Every file of one source, converted in `workers` processes, results taken in input order."""
     def tasks():
-        for path in files:
+        for path, sidecar in files:
             tally.counts["files"] += 1
             instance_id = os.path.splitext(os.path.basename(path))[0]
-            yield path, instance_id, report.get(instance_id, filters.MISSING) if report is not None else None
+            yield path, instance_id, report.get(instance_id, filters.MISSING) if report is not None else None, sidecar
 
     start = len(spool.ids)
     for encoded, file_tally in _ordered_map(convert_file, tasks(), workers):
@@ -330,9 +336,9 @@ def _map_chunk(fn, tasks: list) -> list:
 
 
 def _record(path: str, instance_id: str, status: str | None, options: Options, prompt: sft.StudentPrompt | None,
-            tally: Tally, instances: dict | None) -> dict | None:
+            tally: Tally, instances: dict | None, sidecar: bool | None = None) -> dict | None:
     """One trajectory's record, or None when a filter dropped it (and said why in the tally)."""
-    conv = sft.read_conversation(path, _switch_step(path, options), instance_id)
+    conv = sft.read_conversation(path, _switch_step(path, options, sidecar), instance_id)
     conv = sft.with_final_submit(conv)
     conv = _loop_filter(conv, options, tally)
     if conv is None:
@@ -357,8 +363,8 @@ def _resolved(status: str | None) -> bool | None:
     return None if status in (None, filters.MISSING) else status == filters.RESOLVED
 
 
-def _switch_step(path: Path | str, options: Options) -> int | None:
-    sidecar = sidecar_switch_step(path)
+def _switch_step(path: Path | str, options: Options, present: bool | None = None) -> int | None:
+    sidecar = sidecar_switch_step(path, present)
     return sidecar if sidecar is not None else options.switch_step
 
 
