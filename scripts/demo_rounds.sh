@@ -14,7 +14,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CONFIG="${OEC_ROUNDS_CONFIG:-$ROOT/config/rounds/embedded_gemma.yaml}"
 OUT="$ROOT/out/demo_rounds"            # the config's output_dir
-export PATH="$ROOT/.venv/bin:$PATH"    # the serve command's server
+export PATH="$ROOT/.venv/bin:$PATH"    # the serve command's `sweagent-oec serve-student`
+# The main job's engine variable. llama.cpp by default here: it is what this demo was measured with, and
+# one vLLM server takes ~6.4 GB, which a shared 24 GB machine may not have twice (OEC_STUDENT_ENGINE=vllm selects it; not measured here).
+export OEC_STUDENT_ENGINE="${OEC_STUDENT_ENGINE:-llamacpp}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 say() { echo "[demo_rounds] $*" >&2; }
 start=$SECONDS

@@ -51,8 +51,10 @@ class Strict(BaseModel):
 class ServeConfig(Strict):
     #: Starts the student's server: a template with {checkpoint}, {port}, {host}. Example:
     #: "python -m vllm.entrypoints.openai.api_server --model {checkpoint} --port {port} --host {host}".
+    #: A server that picks its own port and writes {api_base, model} to a file once it answers takes
+    #: {info_file} instead: "sweagent-oec serve-student --engine llamacpp --model {checkpoint} --info-file {info_file}".
     command: str
-    #: The litellm model name the run configs get for the served student.
+    #: The litellm model name the run configs get for the served student (with {info_file}: the file's).
     model: str = "hosted_vllm/{checkpoint}"
     host: str = "127.0.0.1"
     ready_timeout: float = Field(900, gt=0)
@@ -246,12 +248,15 @@ class Rounds:
         """The student's server, up and answering, for the duration of the block; stopped after."""
         serve = self.config.serve
         port = free_port(serve.host)
-        values = {"checkpoint": str(checkpoint), "port": port, "host": serve.host}
+        info_file = logfile.with_suffix(".info.json")
+        values = {"checkpoint": str(checkpoint), "port": port, "host": serve.host, "info_file": str(info_file)}
         try:
             command = serve.command.format(**values)
             model = serve.model.format(**values)
         except (KeyError, IndexError) as e:
-            raise UserError(f"serve: unknown placeholder {e} (use {{checkpoint}}, {{port}}, {{host}})") from None
+            raise UserError(f"serve: unknown placeholder {e} (use {{checkpoint}}, {{port}}, {{host}}, {{info_file}})") from None
+        uses_info = "{info_file}" in serve.command
+        info_file.unlink(missing_ok=True)  # a file left by an earlier, killed server says nothing about this one
         if not checkpoint.exists():
             raise UserError(f"the student checkpoint {checkpoint} does not exist")
         logfile.parent.mkdir(parents=True, exist_ok=True)
@@ -261,6 +266,9 @@ class Rounds:
             process = subprocess.Popen(command, shell=True, stdout=f, stderr=subprocess.STDOUT, cwd=self.base,
                                        env={**os.environ, **serve.env}, start_new_session=True)
         try:
+            if uses_info:
+                info = _wait_for_info(process, info_file, serve.ready_timeout, logfile)
+                api_base, model = info["api_base"], info["model"]
             wait_until_serving(process, api_base, serve.ready_timeout, logfile)
             yield {"model": model, "api_base": api_base}
         finally:
@@ -313,6 +321,21 @@ class Rounds:
             plot_rounds(rows, self.out / "rounds.png")
         except ImportError:
             log.warning("matplotlib is not installed (analysis extra): rounds.png not drawn")
+
+
+def _wait_for_info(process: subprocess.Popen, path: Path, timeout: float, logfile: Path) -> dict:
+    """{api_base, model} from the file a self-porting server writes once it answers; UserError if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = _read_json(path)
+        if isinstance(info.get("api_base"), str) and isinstance(info.get("model"), str):
+            return info
+        if process.poll() is not None:
+            tail = logfile.read_text(errors="replace")[-600:] if logfile.exists() else ""
+            raise UserError(f"the student server exited with code {process.returncode} before writing {path}; "
+                            f"log {logfile}: {tail!r}")
+        time.sleep(0.3)
+    raise UserError(f"the student server wrote no {path} within {timeout:.0f}s; log {logfile}")
 
 
 def _suffixed(stem: str, run: str) -> str:

@@ -134,3 +134,46 @@ def test_more_runs_generate_eval_and_join_training_beside_the_main_run(setup):
     finished = {p: p.stat().st_mtime_ns for p in folder.glob(".done/*")}
     assert rerun().returncode == 0
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+
+
+SELF_PORTING_SERVER = r'''
+import http.server, json, os, socket, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/v1/models" else 404); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *a): pass
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+info = {"api_base": f"http://127.0.0.1:{server.server_port}/v1", "model": "hosted_vllm/own-alias", "served": sys.argv[2]}
+tmp = sys.argv[1] + ".tmp"; open(tmp, "w").write(json.dumps(info)); os.replace(tmp, sys.argv[1])
+server.serve_forever()
+'''
+
+
+def test_a_server_that_picks_its_own_port_is_reached_through_its_info_file(tmp_path):
+    """`serve-student` picks its port and writes {api_base, model}: the round's run configs get those."""
+    import sys
+    import urllib.request
+
+    from sweagent_oec.errors import UserError
+
+    (tmp_path / "server.py").write_text(SELF_PORTING_SERVER)
+    (tmp_path / "ckpt").mkdir()
+    log = tmp_path / "r" / "serve.log"
+    (tmp_path / "r").mkdir()
+    log.with_suffix(".info.json").write_text(json.dumps({"api_base": "http://127.0.0.1:9/v1", "model": "stale"}))
+    base = dict(instances="x", config=["x.yaml"], initial_checkpoint="ckpt")
+    command = f"{sys.executable} server.py {{info_file}} {{checkpoint}}"
+    rounds = Rounds(RoundsConfig(**base, serve={"command": command, "ready_timeout": 60}), tmp_path)
+    with rounds.served(tmp_path / "ckpt", log) as served:
+        assert served["model"] == "hosted_vllm/own-alias"  # not the stale file's, not the {checkpoint} default
+        assert served["api_base"] != "http://127.0.0.1:9/v1"
+        with urllib.request.urlopen(served["api_base"] + "/models", timeout=5) as response:
+            assert response.status == 200
+    with pytest.raises(OSError):
+        urllib.request.urlopen(served["api_base"] + "/models", timeout=5)  # stopped after the block
+
+    dies = Rounds(RoundsConfig(**base, serve={"command": f"{sys.executable} -c 'raise SystemExit(3)' {{info_file}}",
+                                              "ready_timeout": 60}), tmp_path)
+    with pytest.raises(UserError, match="exited with code 3 before writing"):
+        with dies.served(tmp_path / "ckpt", log):
+            pass
