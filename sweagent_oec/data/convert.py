@@ -146,6 +146,7 @@ def encode(record: dict, tokenizer=None) -> Encoded:
 
 
 KINDS = ("oec", "bc")
+BUFFER = 1 << 20  # records are ~10-100 KB: a write call per MiB, not one per record
 
 
 @dataclass
@@ -444,7 +445,7 @@ def _run(options: Options, output: Path, aside: Path, prompt, instances, heldout
     if tokenizer is not None:
         workers = 1  # a loaded Rust tokenizer does not survive a fork
     _JOB = Job(options, prompt, instances, tokenizer)
-    with open(aside / "dropped.jsonl", "w") as dropped, open(aside / ".records", "w+b") as records:
+    with open(aside / "dropped.jsonl", "w") as dropped, open(aside / ".records", "w+b", buffering=BUFFER) as records:
         tally, spool = Tally(), Spool(records)
         try:
             by_source = {s.name: convert_source(trajectory_files(s.paths), reports[s.name], options, tally, dropped, spool, workers)
@@ -460,7 +461,7 @@ def _run(options: Options, output: Path, aside: Path, prompt, instances, heldout
             _fail(output, aside, stats)
         splits = {"train": mixed.train, **({"heldout": mixed.heldout} if mixed.heldout else {})}
         for name, refs in splits.items():
-            with open(aside / f"{name}.jsonl", "wb") as out:
+            with open(aside / f"{name}.jsonl", "wb", buffering=BUFFER) as out:
                 spool.copy(refs, out)
                 out.flush()
                 os.fsync(out.fileno())
