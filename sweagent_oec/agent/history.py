@@ -1,7 +1,8 @@
 """History processors: what part of the history the model sees, and how it is sent.
 
 The history is a list of HistoryItem-shaped dicts (role, content, message_type, bookkeeping).
-Processors return a new list and never change the stored history.
+Processors return a new list and never change the stored history. The loop asks through
+MessageCache, which gives the same messages at a cost per step that does not grow with the run.
 """
 
 from __future__ import annotations
