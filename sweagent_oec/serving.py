@@ -13,7 +13,7 @@ The default model is Gemma 3 270M (base, Q4_K_M GGUF), shipped inside the PyPI p
 Both format chats the same way (ChatML, `CHAT_TEMPLATE`). The server is started on a free port,
 health-checked before use, and killed (its whole process group) on every exit path. The student
 config reaches it exactly as it would reach any vLLM: `hosted_vllm/<alias>` + `api_base`.
-This module imports only the standard library at its top: `python -m sweagent_oec.serving prepare`
+This module imports only the standard library at its top: `python -m sweagent_oec.serving serve`
 runs before the toolkit's venv exists (scripts/test_oec.sh).
 """
 
@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -451,11 +452,21 @@ def student_server(engine: str, model_path: Path, **kwargs) -> LocalStudentServe
 
 
 def serve_until_stopped(model_path: Path | None, info_file: Path | None, n_threads: int, engine: str = "vllm",
-                        log_path: Path | None = None) -> None:
+                        log_path: Path | None = None, exit_with_parent: bool = False) -> None:
     """Prepare and start the server, write {api_base, model, engine, grammar_field} to `info_file` once
-    healthy, serve until SIGTERM/Ctrl-C."""
+    healthy, serve until SIGTERM/Ctrl-C (or, with `exit_with_parent`, until the process that started it
+    is gone, even SIGKILLed: a script's background server never outlives it)."""
     started = time.monotonic()
     stopping = []
+    if exit_with_parent:
+        parent = os.getppid()
+
+        def watch_parent():
+            while os.getppid() == parent:
+                time.sleep(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch_parent, name="exit-with-parent", daemon=True).start()
 
     def on_sigterm(*_):
         stopping.append(True)
@@ -489,13 +500,28 @@ def serve_until_stopped(model_path: Path | None, info_file: Path | None, n_threa
 
 
 def main(argv: list[str]) -> int:
-    """`python -m sweagent_oec.serving prepare [vllm|llamacpp]`: install and convert ahead of serving,
-    with nothing but the standard library (the main job runs it before the toolkit's venv exists)."""
-    if len(argv) not in (1, 2) or argv[0] != "prepare" or (argv[1:] and argv[1] not in ENGINES):
-        print("usage: python -m sweagent_oec.serving prepare [vllm|llamacpp]", file=sys.stderr)
-        return 2
+    """`python -m sweagent_oec.serving prepare|serve ...`: what serve-student does, with nothing but the
+    standard library, so the main job starts it before the toolkit's venv exists."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sweagent_oec.serving")
+    sub = parser.add_subparsers(dest="what", required=True)
+    for name in ("prepare", "serve"):
+        command = sub.add_parser(name)
+        command.add_argument("--engine", choices=ENGINES, default="vllm")
+        command.add_argument("--model", type=Path)
+        if name == "serve":
+            command.add_argument("--info-file", type=Path)
+            command.add_argument("--log-file", type=Path)
+            command.add_argument("--threads", type=int, default=2)
+            command.add_argument("--exit-with-parent", action="store_true")
+    args = parser.parse_args(argv)
     try:
-        print(prepare(argv[1] if argv[1:] else "vllm"))
+        if args.what == "prepare":
+            print(prepare(args.engine, args.model))
+        else:
+            serve_until_stopped(args.model, args.info_file, args.threads, engine=args.engine, log_path=args.log_file,
+                                exit_with_parent=args.exit_with_parent)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -85,14 +85,17 @@ def test_serve_student_cli_refuses_an_unknown_engine_in_one_line(tmp_path):
 
 
 def test_prepare_runs_on_a_bare_python_and_says_its_usage(tmp_path):
-    """The main job runs `python -m sweagent_oec.serving prepare` before .venv exists: standard library only."""
+    """The main job runs `python -m sweagent_oec.serving serve` before .venv exists: standard library only."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OEC_CACHE_DIR": str(tmp_path)}
     bare = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                            "import sweagent_oec.serving", str(ROOT)], capture_output=True, text=True, timeout=60)
     assert bare.returncode == 0, bare.stderr  # no site-packages at all
-    usage = subprocess.run([sys.executable, "-m", "sweagent_oec.serving", "serve"], capture_output=True, text=True,
-                           env=env, timeout=60)
-    assert usage.returncode == 2 and "usage:" in usage.stderr
+    usage = subprocess.run([sys.executable, "-m", "sweagent_oec.serving", "serve", "--engine", "tgi"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert usage.returncode == 2 and "usage:" in usage.stderr and "invalid choice: 'tgi'" in usage.stderr
+    missing = subprocess.run([sys.executable, "-m", "sweagent_oec.serving", "prepare", "--model", str(tmp_path / "no.gguf")],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: student model") and "does not exist" in missing.stderr
 
 
 # ---------------------------------------------------------------- slow: real vLLM
