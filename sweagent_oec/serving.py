@@ -351,6 +351,19 @@ def stop_process_group(process: subprocess.Popen, grace: float = 10) -> None:
     process.wait()
 
 
+def _parent_death_signal():
+    """A preexec_fn that has the kernel SIGTERM the server when the process that started it dies, even
+    by SIGKILL (Linux's PR_SET_PDEATHSIG): the server runs in its own session, out of reach of a kill of
+    its starter's process group. prctl is looked up here, before any fork; the child only calls it."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 class LocalStudentServer:
     """`with LocalStudentServer(gguf) as server: ... server.api_base ...` (llama.cpp)."""
 
@@ -394,7 +407,7 @@ class LocalStudentServer:
         log = open(self.log_path, "ab")
         # Its own process group, so closing kills everything it started.
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, env=env)
+                                        start_new_session=True, env=env, preexec_fn=_parent_death_signal())
         log.close()
         atexit.register(self.stop)
         self._wait_healthy()

