@@ -111,11 +111,13 @@ def serve_student_command(
                                              "here once the server answers."),
     threads: int = typer.Option(2, "--threads", help="CPU threads for inference (llamacpp)."),
     log_file: Optional[Path] = typer.Option(None, "--log-file", help="The server's log (default: in the cache dir)."),
+    port: int = typer.Option(0, "--port", help="Port on 127.0.0.1 (default: a free one)."),
+    alias: str = typer.Option("gemma3-270m", "--alias", help="Served model name: the config's hosted_vllm/<alias>."),
 ) -> None:
     """Serve a local student on 127.0.0.1 (OpenAI API, reached as hosted_vllm/<alias>) until stopped."""
     from sweagent_oec.serving import serve_until_stopped
 
-    serve_until_stopped(model, info_file, threads, engine=engine, log_path=log_file)
+    serve_until_stopped(model, info_file, threads, engine=engine, log_path=log_file, port=port, alias=alias)
 
 
 def summary_command(

@@ -370,11 +370,12 @@ class LocalStudentServer:
     engine = "llamacpp"
 
     def __init__(self, model_path: Path | str, alias: str = DEFAULT_ALIAS, n_ctx: int = 8192, n_threads: int = 2,
-                 chat_format: str = "chatml", log_path: Path | str | None = None, startup_timeout: float = 120):
+                 chat_format: str = "chatml", log_path: Path | str | None = None, startup_timeout: float = 120,
+                 port: int = 0):
         self.model_path, self.alias, self.n_ctx, self.n_threads = Path(model_path), alias, n_ctx, n_threads
         self.chat_format, self.startup_timeout = chat_format, startup_timeout
         self.log_path = Path(log_path) if log_path else cache_dir() / "student-server.log"
-        self.port = free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen | None = None
 
     @property
@@ -439,8 +440,9 @@ class VLLMStudentServer(LocalStudentServer):
     engine = "vllm"
 
     def __init__(self, model_path: Path | str, alias: str = DEFAULT_ALIAS, max_model_len: int = 8192,
-                 log_path: Path | str | None = None, startup_timeout: float = 600, kv_cache_gb: int = 2):
-        super().__init__(model_path, alias, n_ctx=max_model_len, log_path=log_path, startup_timeout=startup_timeout)
+                 log_path: Path | str | None = None, startup_timeout: float = 600, kv_cache_gb: int = 2, port: int = 0):
+        super().__init__(model_path, alias, n_ctx=max_model_len, log_path=log_path, startup_timeout=startup_timeout,
+                         port=port)
         self.kv_cache_gb = kv_cache_gb
 
     def command(self) -> tuple[list[str], dict]:
@@ -465,7 +467,8 @@ def student_server(engine: str, model_path: Path, **kwargs) -> LocalStudentServe
 
 
 def serve_until_stopped(model_path: Path | None, info_file: Path | None, n_threads: int, engine: str = "vllm",
-                        log_path: Path | None = None, exit_with_parent: bool = False) -> None:
+                        log_path: Path | None = None, exit_with_parent: bool = False, port: int = 0,
+                        alias: str = DEFAULT_ALIAS) -> None:
     """Prepare and start the server, write {api_base, model, engine, grammar_field} to `info_file` once
     healthy, serve until SIGTERM/Ctrl-C (or, with `exit_with_parent`, until the process that started it
     is gone, even SIGKILLed: a script's background server never outlives it)."""
@@ -489,7 +492,9 @@ def serve_until_stopped(model_path: Path | None, info_file: Path | None, n_threa
     ready = []
     signal.signal(signal.SIGTERM, on_sigterm)
     served = prepare(engine, model_path, log_path=log_path)
-    kwargs = {"log_path": log_path} if engine == "vllm" else {"n_threads": n_threads, "log_path": log_path}
+    kwargs = {"log_path": log_path, "port": port, "alias": alias}
+    if engine == "llamacpp":
+        kwargs["n_threads"] = n_threads
     server = student_server(engine, served, **kwargs)
     with server:
         ready.append(True)
@@ -528,13 +533,15 @@ def main(argv: list[str]) -> int:
             command.add_argument("--log-file", type=Path)
             command.add_argument("--threads", type=int, default=2)
             command.add_argument("--exit-with-parent", action="store_true")
+            command.add_argument("--port", type=int, default=0)
+            command.add_argument("--alias", default=DEFAULT_ALIAS)
     args = parser.parse_args(argv)
     try:
         if args.what == "prepare":
             print(prepare(args.engine, args.model))
         else:
             serve_until_stopped(args.model, args.info_file, args.threads, engine=args.engine, log_path=args.log_file,
-                                exit_with_parent=args.exit_with_parent)
+                                exit_with_parent=args.exit_with_parent, port=args.port, alias=args.alias)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
