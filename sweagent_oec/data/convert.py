@@ -25,12 +25,12 @@ instead, and touches nothing else.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import itertools
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from array import array
@@ -158,18 +158,20 @@ class Spool:
     file: IO[bytes]
     message_keys: dict = field(default_factory=dict)  # insertion-ordered sets
     record_keys: dict = field(default_factory=dict)
-    ids: list = field(default_factory=list)
+    id_text: bytearray = field(default_factory=bytearray)  # the instance ids, UTF-8, one after another
+    id_ends: array = field(default_factory=lambda: array("q"))  # where each row's id ends in id_text
     keys: bytearray = field(default_factory=bytearray)  # 16 bytes a row
     offsets: array = field(default_factory=lambda: array("q"))
     lengths: array = field(default_factory=lambda: array("q"))
     kinds: bytearray = field(default_factory=bytearray)  # index into KINDS
-    switch: array = field(default_factory=lambda: array("q"))  # switch step; -1: BC data
-    counts: array = field(default_factory=lambda: array("q"))  # 5 a row: trained, masked assistant, context, tokens trained/masked
+    switch: array = field(default_factory=lambda: array("i"))  # switch step; -1: BC data
+    counts: array = field(default_factory=lambda: array("i"))  # 5 a row: trained, masked assistant, context, tokens trained/masked
     end: int = 0  # bytes written to the (new, empty) file so far: the next record's offset, without a seek
 
     def add(self, encoded: Encoded) -> int:
-        ref, row = encoded.ref, len(self.ids)
-        self.ids.append(sys.intern(ref.instance_id))  # the report's key: one string for both
+        ref, row = encoded.ref, len(self.id_ends)
+        self.id_text += ref.instance_id.encode()  # ~20 bytes a row, not a string object (~70)
+        self.id_ends.append(len(self.id_text))
         self.keys += ref.key
         self.offsets.append(self.end)
         self.end += ref.length
@@ -181,6 +183,12 @@ class Spool:
         self.record_keys.update(dict.fromkeys(encoded.record_keys))
         self.message_keys.update(dict.fromkeys(encoded.message_keys))
         return row
+
+    def __len__(self) -> int:
+        return len(self.id_ends)
+
+    def instance_id(self, row: int) -> str:
+        return self.id_text[self.id_ends[row - 1] if row else 0:self.id_ends[row]].decode()
 
     def key(self, row: int) -> bytes:
         return bytes(self.keys[16 * row:16 * row + 16])
@@ -218,15 +226,27 @@ def trajectory_files(paths: list[Path]) -> Iterator[tuple[str, bool | None]]:
 
 
 def _walk(folder: str) -> Iterator[tuple[str, bool]]:
-    with os.scandir(folder) as it:  # the entry types come with the listing: no stat per name
-        entries = {e.name: e for e in it}
-    for name in sorted(entries):
-        entry = entries[name]
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(entry.path)
-        elif name.endswith(".traj") and entry.is_file():
-            sidecar = entries.get(f"{name}.oec.json")
-            yield entry.path, sidecar is not None and sidecar.is_file()
+    """Names only (no DirEntry kept: a folder of 50k instance folders would hold 50k of them); the
+    entry types come with the listing, so no name is stat'ed."""
+    dirs, trajs, sidecars = [], [], set()
+    with os.scandir(folder) as it:
+        for entry in it:
+            name = entry.name
+            if entry.is_dir(follow_symlinks=False):
+                dirs.append(name)
+            elif name.endswith(".traj"):
+                if entry.is_file():
+                    trajs.append(name)
+            elif name.endswith(".traj.oec.json") and entry.is_file():
+                sidecars.add(name)
+    dirs.sort()
+    trajs.sort()
+    for name, is_dir in heapq.merge(((d, True) for d in dirs), ((t, False) for t in trajs)):  # all names in order
+        full = os.path.join(folder, name)
+        if is_dir:
+            yield from _walk(full)
+        else:
+            yield full, f"{name}.oec.json" in sidecars
 
 
 def sidecar_switch_step(traj: Path | str, present: bool | None = None) -> int | None:
@@ -302,12 +322,12 @@ def convert_source(files: Iterator[tuple[str, bool | None]], report: dict[str, s
             instance_id = os.path.splitext(os.path.basename(path))[0]
             yield path, instance_id, report.get(instance_id, filters.MISSING) if report is not None else None, sidecar
 
-    start = len(spool.ids)
+    start = len(spool)
     for encoded, file_tally in _ordered_map(convert_file, tasks(), workers):
         tally.absorb(file_tally, dropped)
         if encoded is not None:
             spool.add(encoded)
-    return range(start, len(spool.ids))  # this source's spool rows
+    return range(start, len(spool))  # this source's spool rows
 
 
 def _ordered_map(fn, tasks: Iterator, workers: int, chunk: int = 16):
@@ -453,7 +473,7 @@ def _run(options: Options, output: Path, aside: Path, prompt, instances, heldout
         finally:
             _JOB = None
         mixed = mixing.mix(by_source, {s.name: s.weight for s in options.sources}, options.max_per_instance,
-                           heldout_ids, options.seed, options.dedup, key=spool.key, instance_id=spool.ids.__getitem__)
+                           heldout_ids, options.seed, options.dedup, key=spool.key, instance_id=spool.instance_id)
         style = prompt.style if prompt is not None else (canonical_style(options.style) if options.style else None)
         stats = _stats(options, style, tally, spool, by_source, mixed, tokenizer is not None)
         if not mixed.train and not mixed.heldout:

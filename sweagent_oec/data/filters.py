@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,7 @@ def load_report(path: Path | str) -> dict[str, str]:
                 continue  # no report for this name
             except OSError as e:
                 raise _unreadable(sub, e) from None
-            statuses[sys.intern(name)] = _instance_status(_parse_json(text, sub), sub)
+            statuses[name] = _instance_status(_parse_json(text, sub), sub)
         if not statuses:
             raise UserError(f"folder {path} holds no report.json nor <instance_id>/report.json files; run `sweagent-oec eval` first")
         return statuses
@@ -102,7 +101,7 @@ def _aggregate(data: object, path: Path) -> dict[str, str]:
     # Later keys win, so an id listed both as error and resolved counts as resolved.
     for key, status in (("ids_error", ERROR), ("ids_unresolved", UNRESOLVED), ("ids_resolved", RESOLVED)):
         for instance_id in data.get(key) or []:
-            statuses[sys.intern(str(instance_id))] = status
+            statuses[str(instance_id)] = status
     return statuses
 
 

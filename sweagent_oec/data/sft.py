@@ -68,7 +68,7 @@ class Turn:
 @dataclass
 class Conversation:
     instance_id: str
-    path: Path
+    path: Path | str  # as given (convert passes the walk's strings: a Path would intern its parts)
     prefix: list[dict]  # everything before the first action: system prompt, task, demonstrations
     turns: list[Turn]
     switch_step: int | None  # index of the first expert turn; None for BC data
@@ -353,7 +353,7 @@ def read_conversation(path: Path | str, switch_step: int | None = None, instance
     """Read a `.traj` into a Conversation. `switch_step` is used only when the file has no roles.
 
     Raises TrajectoryFormatError (with the file's name) for anything unreadable."""
-    path = Path(path)
+    path = path if isinstance(path, str) else Path(path)
     data = load_raw(path)
     messages = seen_messages(path, data)
     prefix, groups = _split(messages)
@@ -390,7 +390,7 @@ def read_conversation(path: Path | str, switch_step: int | None = None, instance
     model = trained[-1] if trained else expert_model or _config_model(data.get("replay_config"))
     env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
     exit_status = _field(path, "info.exit_status", info.get("exit_status"), str)
-    return Conversation(instance_id=instance_id or path.stem, path=path, prefix=prefix, turns=turns,
+    return Conversation(instance_id=instance_id or Path(path).stem, path=path, prefix=prefix, turns=turns,
                         switch_step=split, exit_status=exit_status, model=model,
                         working_dir=env.get("workdir") if isinstance(env.get("workdir"), str) else None)
 
