@@ -113,3 +113,24 @@ def test_k_draws_distinct_steps_reproducibly(tmp_path):
     draws = draw_branch_steps(criteria, 0, "a")
     assert len(set(draws)) == 3 and draws == sorted(draws) and all(0 <= d <= 10 for d in draws)
     assert draws == draw_branch_steps(criteria, 0, "a") and any(draw_branch_steps(criteria, s, "a") != draws for s in range(1, 5))
+
+
+def test_a_malformed_reply_in_the_rollout_is_re_queried_not_an_error(tmp_path):
+    # The rollout runs the student with no schedule; its re-query path once read the schedule's
+    # count_format_errors and ended the rollout in exit_error.
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        if len(calls) == 2:
+            return Reply(content="no action here")
+        step = sum(1 for m in request["messages"] if m["role"] == "assistant")
+        return Reply(content=f"step {step}", tool_calls=[tool_call("bash", {"command": f"echo s{step}"})])
+
+    with OpenAIServer(handler) as server:
+        instance, state = run(tmp_path, server, {"type": "branches", "steps": [1, 2]})
+    rollout = load_trajectory(rollout_path(tmp_path / "out", instance.instance_id))
+    assert rollout.info.exit_status != "exit_error" and len(rollout.trajectory) == 2
+    for s in (1, 2):
+        traj = load_trajectory(trajectory_path(tmp_path / "out", f"{instance.instance_id}__b{s}"))
+        assert traj.roles() == ["student"] * s + ["expert"] * 5 and traj.info.exit_status == "submitted"

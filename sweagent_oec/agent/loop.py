@@ -208,7 +208,8 @@ class Agent:
             tools = openai_tools(actor.tool_names) if actor.style == "function_calling" else None
             query = messages + retry
             reply = actor.model.query(query, tools)
-            if actor.role == STUDENT and (not failures or self.schedule.count_format_errors):
+            # A student with no schedule (a branching rollout) counts only the queries that were steps.
+            if actor.role == STUDENT and (not failures or (self.schedule is not None and self.schedule.count_format_errors)):
                 self.student_queries += 1
             thought, action = "", None
             try:
