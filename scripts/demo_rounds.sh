@@ -32,15 +32,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 from sweagent_oec import serving
 
 gguf = serving.gemma_gguf()
-# The servers' prompt format (llama.cpp's `chatml`): training and serving must agree on it.
-template = getattr(serving, "CHAT_TEMPLATE", None) or (
-    "{{ bos_token }}<|im_start|>system\n"
-    "{% for m in messages if m['role'] == 'system' %}{% if loop.first %}{{ m['content'] }}{% endif %}{% endfor %}"
-    "<|im_end|>\n"
-    "{% for m in messages if m['role'] in ('user', 'assistant') and m['content'] %}"
-    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# The student servers' prompt format (ChatML, as llama.cpp's `chatml`): training and serving agree on it.
+template = serving.CHAT_TEMPLATE
 tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                              quantization_config=GgufConfig(dequantize=True))
