@@ -150,7 +150,7 @@ def test_vllm_student_writes_well_formed_actions_through_the_run_loop(vllm_serve
     from tests.agent_helpers import tinycalc
 
     os.environ["OEC_STUDENT_API_BASE"] = vllm_server.api_base
-    demo = load_config(ROOT / "config/local_demo.yaml").model_dump(mode="json", exclude_none=True)
+    demo = load_config([ROOT / "config/local_demo.yaml"]).model_dump(mode="json", exclude_none=True)
     student = demo["agent"]["model"]["models"][0]
     assert student["grammar_field"] == vllm_server.grammar_field == "structured_outputs.grammar"
     student.update(per_instance_call_limit=3, seed=0)
