@@ -117,14 +117,14 @@ class CPU:
 
 def renice(value: int) -> bool:
     """Set every Ray worker process of this run (and so the commands it starts next) to nice `value`."""
-    try:
-        for pid, (kind, _) in processes().items():
-            if kind == "Ray workers":
+    for pid, (kind, _) in processes().items():
+        if kind == "Ray workers":
+            try:
                 os.setpriority(os.PRIO_PROCESS, pid, value)
-    except PermissionError:
-        return False
-    except ProcessLookupError:
-        pass
+            except PermissionError:
+                return False
+            except ProcessLookupError:  # ended since
+                pass
     return True
 
 
