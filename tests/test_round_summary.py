@@ -57,7 +57,8 @@ def test_summary_and_rounds_table_count_the_students_malformed_replies_and_steps
     assert summary["student_malformed_replies"] == 4  # garbage 1-4; not the expert's
     assert summary["student_steps_before_switch"] == round((2 + solution_steps) / 2, 3)  # the unreadable file is not a 0
     assert summary["student_malformed_per_step"] == round(4 / (2 + solution_steps), 4)
-    assert json.loads((round_folder / "summary.json").read_text())["student_malformed_per_step"] == summary["student_malformed_per_step"]
+    written = json.loads((round_folder / "summary.json").read_text())
+    assert written["student_malformed_per_step"] == summary["student_malformed_per_step"]
 
     # rounds.csv's row for a round folder holding the same trajectories says the same.
     (tmp_path / "rounds").mkdir()
