@@ -456,10 +456,18 @@ class VLLMStudentServer(LocalStudentServer):
             template = self.log_path.parent / "student-chat-template.jinja"
             atomic_write_text(template, CHAT_TEMPLATE)
             command += ["--chat-template", str(template)]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-               "DO_NOT_TRACK": "1", "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gb)}
-        env.pop("VIRTUAL_ENV", None)
-        return command, env
+        return command, vllm_env(self.kv_cache_gb)
+
+
+def vllm_env(kv_cache_gb: int) -> dict:
+    """The vLLM server's environment: offline, no usage reports, and its engine's own sockets (the message
+    queue between API server and engine) on loopback: by default vLLM binds them to the machine's
+    interface address, where a one-machine student has no business listening."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+           "DO_NOT_TRACK": "1", "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gb)}
+    env.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    env.pop("VIRTUAL_ENV", None)
+    return env
 
 
 def student_server(engine: str, model_path: Path, **kwargs) -> LocalStudentServer:

@@ -5,6 +5,7 @@ vLLM's venv if it is not there (~2-5 min), convert the shipped Gemma once, and s
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -162,6 +163,17 @@ def test_vllm_student_writes_well_formed_actions_through_the_run_loop(vllm_serve
     for step in traj.trajectory:
         assert step.action.strip() and not step.extra_info.get("format_errors"), step
     assert traj.info.model_stats.api_calls >= 2 and traj.info.model_stats.tokens_received > 0
+    # The engine's own message queue listened on loopback, not on the machine's interface address.
+    log = vllm_server.log_path.read_text(errors="replace")
+    connect_ips = set(re.findall(r"mq_connect_ip=([0-9.]+)", log))
+    assert connect_ips == {"127.0.0.1"}, connect_ips
+
+
+def test_vllm_env_keeps_the_engine_on_loopback_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("VLLM_HOST_IP", raising=False)
+    assert serving.vllm_env(2)["VLLM_HOST_IP"] == "127.0.0.1"
+    monkeypatch.setenv("VLLM_HOST_IP", "10.0.0.5")  # a user who means it
+    assert serving.vllm_env(2)["VLLM_HOST_IP"] == "10.0.0.5"
 
 
 @pytest.mark.slow
