@@ -82,13 +82,15 @@ SERVER_PID=""
 stop_server() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; SERVER_PID=""; }
 cleanup() { stop_server; if [ -n "$WHEEL_PID" ]; then kill -- -"$WHEEL_PID" 2>/dev/null || true; fi; WHEEL_PID=""; }
 trap cleanup EXIT INT TERM
-# Whether every instance of the round has its student run already (a rerun then starts no server).
+# Whether every instance of the round has a finished student run (a rerun then starts no server).
 generated() {
   [ -x "$PY" ] && [ -s "$OUT/instances.jsonl" ] || return 1
   "$PY" - "$OUT/instances.jsonl" "$OUT/trajectories/run_batch_exit_statuses.yaml" <<'PYEOF' 2>/dev/null
 import json, sys, yaml
 ids = {json.loads(line)["instance_id"] for line in open(sys.argv[1]) if line.strip()}
-done = {i for listed in (yaml.safe_load(open(sys.argv[2])) or {}).values() for i in listed}
+# run-batch redoes environment errors on a rerun: those still need the student.
+done = {i for status, listed in (yaml.safe_load(open(sys.argv[2])) or {}).items()
+        if "exit_environment_error" not in str(status) for i in listed}
 sys.exit(0 if ids and ids <= done else 1)
 PYEOF
 }
