@@ -170,7 +170,10 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path):
     config = write_config(tmp_path, {"agent": {"model": {"name": "replay", "replay_path": str(slow)}}})
     instances, out = instances_file(tmp_path, 6), tmp_path / "out"
     cmd = CLI + ["run-batch", "-c", str(config), "-i", str(instances), "-o", str(out), "--no-progress", "-w", "2"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child: a suite started in the background (`cmd &`) has it ignored,
+    # and an ignored SIGINT is inherited, so Ctrl-C would never reach run-batch.
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and len(load_predictions(out / "preds.json") if (out / "preds.json").exists() else {}) < 1:
         time.sleep(0.1)
