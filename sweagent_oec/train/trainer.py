@@ -232,6 +232,16 @@ def serve_command(config: TrainConfig, stats: Stats, merged: bool) -> str:
     return cmd
 
 
+def _end_distributed(trainer) -> None:
+    """Ranks leave together and close their process group: a rank that exits while another still writes,
+    with gloo's threads alive, can abort ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        dist.destroy_process_group()
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train, save model + tokenizer + summary to output_dir, and return how to serve it."""
     resume = _resume(config)  # fail before the slow part
@@ -268,4 +278,5 @@ def train(config: TrainConfig) -> TrainResult:
         summary = {"config": config.model_dump(), "stats": stats.to_dict(), "metrics": metrics, "serve": command,
                    "global_step": output.global_step, "resumed_from": resume, "launch": launch}
         atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+    _end_distributed(trainer)
     return TrainResult(out, stats, metrics, command, global_step=output.global_step, resumed_from=resume, main_process=main)
