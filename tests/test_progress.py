@@ -32,26 +32,8 @@ def test_run_batch_under_a_terminal_shows_rows_then_a_summary_on_its_own_lines(t
         (tmp_path / "c.yaml").write_text(yaml.safe_dump({"agent": {
             "tools": {"parse_function": {"type": "function_calling"}},
             "model": {"name": "openai/student", "api_base": server.url, "api_key": "k", "per_instance_cost_limit": 0}}}))
-        primary, secondary = pty.openpty()
-        process = subprocess.Popen([sys.executable, "-m", "sweagent_oec.cli", "run-batch", "-c", str(tmp_path / "c.yaml"),
-                                    "-i", str(tmp_path / "i.jsonl"), "-o", str(tmp_path / "out"), "-w", "2"],
-                                   stdout=secondary, stderr=secondary, cwd=tmp_path,
-                                   env={**os.environ, "COLUMNS": "160", "TERM": "xterm"})
-        os.close(secondary)
-        chunks = []
-        while True:
-            ready, _, _ = select.select([primary], [], [], 60)
-            if not ready:
-                break
-            try:
-                data = os.read(primary, 65536)
-            except OSError:  # the other end closed
-                break
-            if not data:
-                break
-            chunks.append(data.decode(errors="replace"))
-        assert process.wait(timeout=60) == 0
-    screen = ANSI.sub("", "".join(chunks)).replace("\r", "\n")
+        screen = run_in_terminal([sys.executable, "-m", "sweagent_oec.cli", "run-batch", "-c", str(tmp_path / "c.yaml"),
+                                  "-i", str(tmp_path / "i.jsonl"), "-o", str(tmp_path / "out"), "-w", "2"], tmp_path)
     # Live rows: each running instance with its role, step and last action.
     assert re.search(r"tiny-0\s+agent\s+\d+\s+echo working-on-step-\d", screen), screen[-2000:]
     assert re.search(r"tiny-1\s+agent\s+\d+\s+echo working-on-step-\d", screen)
