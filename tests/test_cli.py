@@ -76,3 +76,20 @@ def test_a_bad_choice_or_option_is_one_line_and_old_spellings_still_work(tmp_pat
                                 "--num-workers", "2"], capture_output=True, text=True)
     assert "--num-workers is deprecated" in old.stderr or "none.jsonl" in old.stderr  # accepted, not "No such option"
     assert "No such option" not in old.stderr
+
+
+NO_PYDANTIC = """
+import atexit, sys
+atexit.register(lambda: print("PYDANTIC", "pydantic" in sys.modules))
+from sweagent_oec.cli import main
+sys.argv = ["sweagent-oec", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("args", [["--version"], ["convert", "--help"], ["convert", "x", "--workers", "many"]], ids=" ".join)
+def test_parsing_options_imports_no_pydantic(args):
+    """typer 0.29 parses every option through pydantic TypeAdapters (~12 MiB, ~0.1 s before a command
+    starts; issue 20): the parser must stay on typer's own click. pydantic is for the config models."""
+    out = subprocess.run([sys.executable, "-c", NO_PYDANTIC, *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode in (0, 2) and out.stdout.splitlines()[-1] == "PYDANTIC False", out.stdout + out.stderr

@@ -136,7 +136,7 @@ def test_student_rewrite_output_is_unchanged_by_the_fast_read(tmp_path, monkeypa
 CHECK_IMPORTS = """
 import atexit, sys
 def report():
-    names = ("litellm", "rich", "datasets", "jinja2", "sweagent_oec.config", "sweagent_oec.harness", "sweagent_oec.commands",
+    names = ("litellm", "rich", "datasets", "jinja2", "pydantic", "hashlib", "sweagent_oec.config", "sweagent_oec.harness", "sweagent_oec.commands",
              "sweagent_oec.env.command", "sweagent_oec.agent.loop", "sweagent_oec.train", "covariate_shift_analysis")
     print("LOADED", " ".join(n for n in names if n in sys.modules))
 atexit.register(report)
@@ -157,9 +157,11 @@ def test_convert_imports_only_what_it_needs(tmp_path):
     write_traj(trajs, "a", make_traj(WORK, 2))
     rep = report(tmp_path / "r.json", resolved=["a"])
     code, modules = loaded("convert", trajs, "--report", rep, "-o", tmp_path / "out", "--no-dataset")
-    assert code == 0 and modules == set()  # no other stage, no model client, no rich, no config models
+    # No other stage, no model client, no rich, no pydantic (neither the parser nor the .traj models), no OpenSSL.
+    assert code == 0 and modules == set()
     code, modules = loaded("convert", trajs, "--report", rep, "-o", tmp_path / "out2", "--no-dataset", "--student-config", STUDENT_CONFIG)
-    assert code == 0 and modules == {"jinja2", "sweagent_oec.config"}  # the student's prompt: its config and template
+    # The student's prompt: its run config (validated by the config's pydantic models) and its template.
+    assert code == 0 and modules == {"jinja2", "pydantic", "hashlib", "sweagent_oec.config"}
     assert len(read_jsonl(tmp_path / "out2" / "train.jsonl")) == 1
 
 

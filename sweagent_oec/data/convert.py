@@ -24,7 +24,6 @@ instead, and touches nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import json
@@ -42,8 +41,13 @@ from collections.abc import Iterator
 
 from sweagent_oec.data.actions import canonical_style
 from sweagent_oec.data import filters, mixing, sft
-from sweagent_oec.data.trajectory import TrajectoryFormatError
+from sweagent_oec.data.trajectory_base import TrajectoryFormatError
 from sweagent_oec.errors import UserError
+
+try:  # hashlib's own blake2b, without importing hashlib (which loads OpenSSL: ~3.6 MiB of a ~25 MiB process)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import blake2b
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +141,7 @@ def encode(record: dict, tokenizer=None) -> Encoded:
         else:
             context += 1
     kind, step = record["source"], record["switch_step"]
-    key = hashlib.blake2b(memoryview(line)[13:13 + len(messages)], digest_size=16).digest()  # the messages' JSON
+    key = blake2b(memoryview(line)[13:13 + len(messages)], digest_size=16).digest()  # the messages' JSON
     ref = Ref(record["instance_id"], key, -1, len(line), kind, "bc" if step is None or kind == "bc" else str(step),
               trained, masked, context)
     if tokenizer is not None:

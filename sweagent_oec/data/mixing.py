@@ -12,7 +12,6 @@ Order (each step seeded from one `seed`, so a rerun gives the same dataset):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -24,6 +23,8 @@ from typing import Any
 
 def content_hash(record: dict) -> str:
     """Hash of what a model would be trained on: every message's role, content and tool calls."""
+    import hashlib  # here: convert passes its own key and so never loads OpenSSL
+
     parts = [(m["role"], m.get("content") or "", m.get("tool_calls") or None, m.get("train")) for m in record["messages"]]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from sweagent_oec.data.actions import FormatError, canonical_style, parse_action, render_action
-from sweagent_oec.data.trajectory import EXPERT, STUDENT, TrajectoryFormatError, _literal
+from sweagent_oec.data.trajectory_base import EXPERT, STUDENT, TrajectoryFormatError, _literal
 from sweagent_oec.tools.specs import Action, from_command_line, openai_tools, to_command_line
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ Reading is tolerant of what SWE-agent really writes: some of its files store `to
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import re
@@ -20,10 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sweagent_oec.data.trajectory_base import EXPERT, STUDENT, TrajectoryFormatError, _literal  # noqa: F401 (re-exported)
 from sweagent_oec.files import atomic_write_text
 
-STUDENT = "student"
-EXPERT = "expert"
 ModelRole = Literal["student", "expert"]
 
 #: Exit statuses as in SWE-agent; an autosubmitted run reads "submitted (exit_cost)" etc.
@@ -37,25 +35,6 @@ EXIT_STATUSES = (
     "exit_environment_error",
     "exit_error",
 )
-
-
-class TrajectoryFormatError(ValueError):
-    """A file that is not a readable trajectory; the message names the file and the problem."""
-
-
-def _literal(value: Any) -> Any:
-    """SWE-agent sometimes writes structured values as their Python repr; read them back."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text[:1] in "[{(":
-            try:
-                return ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                try:
-                    return json.loads(text)
-                except ValueError:
-                    return value
-    return value
 
 
 class ModelStats(BaseModel):
