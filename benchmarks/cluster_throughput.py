@@ -3,27 +3,26 @@
 A loopback OpenAI-compatible server (its own process, as a vLLM server would be) answers every
 request after L seconds; each task takes S steps (S-1 `echo` commands, then submit). A Ray cluster
 of N worker nodes (separate raylets on this machine, wholly on 127.0.0.1), each taking W instances at
-once, should reach N*W/L steps per second; the achieved rate counts everything (Ray scheduling,
-shipping trajectories to the driver, runtime start-up, commands, writes). The same instances then run
-as N*W threads of one process on the same machine, for comparison. Then the engine's own cost per
-instance: the same instances with one node of W slots under Ray vs W threads.
+once (one runner actor per node, its instances threads of that one process), should reach N*W/L
+steps per second; the achieved rate counts everything (starting the runners, Ray scheduling, shipping
+trajectories to the driver, runtime start-up, commands, writes). The rate is also given from the
+first instance on, since a batch starts its runners once (a process and its imports per node) and a
+real batch runs for hours. The same instances then run as N*W threads of one process on the same
+machine, for comparison. Then the engine's own cost per instance: the same instances with one node of
+W slots under Ray vs W threads.
 Targets: >= 0.85 of ideal at 2 nodes x 8 workers; Ray overhead per instance < 5% of a 20-step
 instance at L = 0.5 s.
 
-Where the time and the CPU go is printed beside each rate: per instance, the mean time inside its
-Ray task (the ideal is S*L) and the time a slot waited between tasks (Ray's scheduling and shipping
-results); and the CPU seconds per step of each kind of process (Ray workers, raylets, GCS, the driver,
-the model server), with the whole machine's (other users included) and its idle time. On 2 cores,
-16 instances at once need about as much CPU as the cores have: the CPU lines show whose it is.
+Where the time and the CPU go is printed beside each rate: the runners' start, per instance the mean
+time inside its run (the ideal is S*L) and how busy the slots were; and the CPU seconds per step of
+each kind of process (Ray workers, raylets, GCS, the driver, the model server), with the whole
+machine's (other users included) and its idle time. On 2 cores, 16 instances at once need about as
+much CPU as the cores have: the CPU lines show whose it is.
 
-Ray starts its workers at nice 15 (`worker_niceness`), so that the raylet and GCS come first; the
-threads arm runs at nice 0. On a machine where anything else runs (other users, the model server, the
-driver), a niced worker and the commands it starts wait for all of it: 16 instances starting at once
-took 1.2-1.4 s each to make their runtime, against 0.5 s at nice 0 or in threads (measured on this
-machine under load). So the cluster runs its workers at nice 0 (`RAY_worker_niceness=0`, as the README
-advises for nodes that run anything else), and the cluster rate is measured again with the workers
-reniced to Ray's 15 (when this process may renice them), to show the difference in the same run.
-`--ray-env KEY=VALUE` passes other Ray settings to the cluster's processes.
+The cluster's workers run at nice 0 (`RAY_worker_niceness=0`, as the README advises for nodes that
+run anything else; Ray's default, 15, made them wait for everything else on the machine: measured
+0.71 against 0.78 of ideal with one task per instance). `--ray-env KEY=VALUE` passes other Ray
+settings to the cluster's processes.
 
     .venv/bin/python benchmarks/cluster_throughput.py [--nodes 2] [--workers 8] [--latency 0.5] [--steps 20] [--instances 32]
 """
@@ -37,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray on 127.0.0.1 only (set before Ray is imported)
@@ -71,6 +70,7 @@ def processes() -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
+        cmdline = cmdline.strip() or stat[stat.index("(") + 1:stat.rindex(")")]  # an ended, unreaped process: its name
         pid = int(entry)
         parents[pid] = int(fields[1])
         stats[pid] = (cmdline, sum(int(x) for x in fields[11:15]) / TICKS)  # utime stime cutime cstime
@@ -115,19 +115,6 @@ class CPU:
                 f"{1000 * self.idle / steps:.1f}")
 
 
-def renice(value: int) -> bool:
-    """Set every Ray worker process of this run (and so the commands it starts next) to nice `value`."""
-    for pid, (kind, _) in processes().items():
-        if kind == "Ray workers":
-            try:
-                os.setpriority(os.PRIO_PROCESS, pid, value)
-            except PermissionError:
-                return False
-            except ProcessLookupError:  # ended since
-                pass
-    return True
-
-
 def timed_batch(config, instances, out: Path, workers: int, server: LatencyServer) -> tuple[float, int, CPU]:
     before = server.requests()
     with CPU() as cpu:
@@ -138,22 +125,22 @@ def timed_batch(config, instances, out: Path, workers: int, server: LatencyServe
     return seconds, server.requests() - before, cpu
 
 
-def task_times(since_us: float, seconds: float) -> str:
-    """From Ray's task events: the mean time inside a task, and how long slots waited between tasks."""
+def task_times(since_us: float, seconds: float, slots: int) -> tuple[str, float]:
+    """From Ray's task events: the runners' start, the mean time inside one instance's run, and how busy
+    the slots were; and when the first instance began, seconds after submission."""
     time.sleep(2)  # workers report task events every second
     logging.getLogger("ray").setLevel(logging.ERROR)  # ray.timeline() warns that it will read the dashboard one day
-    spans = defaultdict(list)
-    for event in ray.timeline():
-        if event.get("ph") == "X" and event.get("cat") == "task::run_remote" and event["ts"] >= since_us:
-            spans[event["tid"]].append((event["ts"], event["ts"] + event["dur"]))
-    inside = [(end - start) / 1e6 for runs in spans.values() for start, end in runs]
-    if not inside:
-        return "  (no task events from Ray)"
-    gaps = [(b[0] - a[1]) / 1e6 for runs in spans.values() for a, b in zip(sorted(runs), sorted(runs)[1:])]
-    first = min(start for runs in spans.values() for start, _ in runs)
-    return (f"  per instance: {statistics.mean(inside):.2f} s inside its Ray task (max {max(inside):.2f}); "
-            f"slots waited {statistics.mean(gaps) if gaps else 0:.3f} s between tasks; first task began "
-            f"{first / 1e6 - since_us / 1e6:.2f} s after submission; {len(spans)} worker processes ran tasks")
+    events = [event for event in ray.timeline() if event.get("ph") == "X" and event["ts"] >= since_us]
+    runs = [event for event in events if event.get("cat") == "task::NodeRunner.run"]
+    starts = [event["dur"] / 1e6 for event in events if event.get("cat") == "task::NodeRunner.__init__"]
+    if not runs:
+        return "  (no task events from Ray)", 0.0
+    inside = [event["dur"] / 1e6 for event in runs]
+    first = min(event["ts"] for event in runs) / 1e6 - since_us / 1e6
+    return (f"  {len({e['tid'] for e in runs})} runner processes, each started in {max(starts, default=0):.2f} s (imports); the first "
+            f"instance began {first:.2f} s after submission\n"
+            f"  per instance: {statistics.mean(inside):.2f} s inside its runner (max {max(inside):.2f}); slots busy "
+            f"{100 * sum(inside) / (slots * seconds):.0f}% of the batch's time"), first
 
 
 def main() -> None:
@@ -188,7 +175,7 @@ def main() -> None:
             ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
             ray_config = {"type": "ray", "num_cpus": 0, "resources": {"slot": 1}}
             on_ray = build_config({"agent": {"model": model}, "executor": ray_config})
-            # Warm-up: worker processes start once per node and slot; a long batch never notices.
+            # Warm-up: what is paid once per machine (bytecode, page cache); each batch starts its own runners.
             timed_batch(on_ray, [base.model_copy(update={"instance_id": f"warm-{i}"}) for i in range(args.nodes * args.workers)],
                         Path(tmp) / "warm", 1, server)
             timed_batch(threads, instances[: args.nodes * args.workers], Path(tmp) / "warm_threads", args.nodes * args.workers, server)
@@ -199,30 +186,30 @@ def main() -> None:
             print(f"{steps} steps of {args.instances} instances in {seconds:.1f} s on {args.nodes} nodes x {args.workers} workers, "
                   f"latency {args.latency}s (load average {os.getloadavg()[0]:.2f})")
             print(f"ideal {ideal:.1f} steps/s (N*W/L), achieved {achieved:.1f} steps/s: ratio {achieved / ideal:.2f} (target >= 0.85)")
-            print(task_times(since, seconds))
+            times, first = task_times(since, seconds, args.nodes * args.workers)
+            print(f"after the runners started (from the first instance on): {steps / (seconds - first) / ideal:.2f} of ideal; "
+                  f"their start is paid once per batch ({first:.1f} s here)")
+            print(times)
             print(cpu.report(steps))
             t_seconds, t_steps, t_cpu = timed_batch(threads, instances, Path(tmp) / "threads", args.nodes * args.workers, server)
             print(f"the same on {args.nodes * args.workers} threads of one process: {t_seconds:.1f} s, ratio "
                   f"{t_steps / t_seconds / ideal:.2f} (load average {os.getloadavg()[0]:.2f})")
             print(t_cpu.report(t_steps))
-            if renice(15):
-                n_seconds, n_steps, n_cpu = timed_batch(on_ray, instances, Path(tmp) / "cluster_niced", 1, server)
-                print(f"the cluster again with its workers at nice 15 (Ray's default): {n_seconds:.1f} s, ratio "
-                      f"{n_steps / n_seconds / ideal:.2f} (load average {os.getloadavg()[0]:.2f})")
-                print(n_cpu.report(n_steps))
-                renice(int(os.environ["RAY_worker_niceness"]))
-
             # One node, W slots: Ray vs threads on the same instances.
             for node in nodes[1:]:
                 cluster.remove_node(node)
             one = instances[: args.workers * 2]
+            since = time.time() * 1e6
             ray_seconds, _, _ = timed_batch(on_ray, one, Path(tmp) / "one_ray", 1, server)
+            _, first = task_times(since, ray_seconds, args.workers)
             thread_seconds, _, _ = timed_batch(threads, one, Path(tmp) / "one_threads", args.workers, server)
-            per_instance = (ray_seconds - thread_seconds) / len(one) * args.workers  # slots run in parallel
             instance_time = args.steps * args.latency
-            print(f"one node, {args.workers} slots, {len(one)} instances: Ray {ray_seconds:.1f} s, threads {thread_seconds:.1f} s; "
-                  f"Ray overhead {per_instance:.2f} s per instance = {100 * per_instance / instance_time:.1f}% of a "
-                  f"{args.steps}-step instance at L={args.latency}s (target < 5%)")
+            per_instance = (ray_seconds - first - thread_seconds) / len(one) * args.workers  # slots run in parallel
+            print(f"one node, {args.workers} slots, {len(one)} instances: Ray {ray_seconds:.1f} s ({first:.1f} s of it the runner's "
+                  f"start), threads {thread_seconds:.1f} s; Ray overhead {per_instance:.2f} s per instance = "
+                  f"{100 * per_instance / instance_time:.1f}% of a {args.steps}-step instance at L={args.latency}s (target < 5%); "
+                  f"with the runner's start spread over this batch's {len(one)} instances "
+                  f"{100 * (ray_seconds - thread_seconds) / len(one) * args.workers / instance_time:.1f}%")
             print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         server.__exit__()

@@ -54,14 +54,21 @@ def test_batch_spreads_over_both_nodes_equals_threads_and_resumes(cluster, tmp_p
     todo = instances(tmp_path, 6)
     state = BatchRun(replay_config(RAY), todo, tmp_path / "ray").run(progress=False)
     assert state.done == 6 and state.counts() == {"submitted": 6}
-    nodes = {load_trajectory(p).info.model_extra["executor"]["node_id"] for p in find_trajectories(tmp_path / "ray")}
-    assert len(nodes) == 2 and len(state.nodes) == 2  # recorded per trajectory, and counted
     threaded = BatchRun(replay_config({"type": "threads"}), todo, tmp_path / "threads", num_workers=3).run(progress=False)
     assert threaded.counts() == state.counts()
     ray_preds, thread_preds = load_predictions(tmp_path / "ray" / "preds.json"), load_predictions(tmp_path / "threads" / "preds.json")
     assert {k: p.model_patch for k, p in ray_preds.items()} == {k: p.model_patch for k, p in thread_preds.items()}
+    for name in ("tiny-00.traj", "tiny-05.traj"):  # the same steps, whatever ran them
+        ours, theirs = (load_trajectory(next((tmp_path / run).rglob(name))) for run in ("ray", "threads"))
+        assert [s.action for s in ours.trajectory] == [s.action for s in theirs.trajectory]
     again = BatchRun(replay_config(RAY), todo, tmp_path / "ray").run(progress=False)
     assert again.skipped == 6 and again.done == 0
+    # Instances that take a while (a replayed one takes ~0.1 s: one runner may take all before the other
+    # is up) spread over both nodes, recorded per trajectory and counted per node.
+    with Counting(0.2).server as server:
+        spread = BatchRun(student_config(server), todo, tmp_path / "spread").run(progress=False)
+    nodes = {load_trajectory(p).info.model_extra["executor"]["node_id"] for p in find_trajectories(tmp_path / "spread")}
+    assert len(nodes) == 2 and len(spread.nodes) == 2 and spread.counts() == {"submitted": 6}
 
 
 def slow_student(delay):
@@ -72,30 +79,115 @@ def slow_student(delay):
     return OpenAIServer(handler)
 
 
-def student_config(server, **model):
+class Counting:
+    """A student that counts its calls in flight at once, cluster-wide; `busy` is set once `slots` are."""
+
+    def __init__(self, delay, slots=4, steps=6):
+        self.delay, self.slots, self.steps = delay, slots, steps
+        self.lock, self.flying, self.most, self.busy = threading.Lock(), 0, 0, threading.Event()
+        self.server = OpenAIServer(self.handler)
+
+    def handler(self, request):
+        with self.lock:
+            self.flying += 1
+            self.most = max(self.most, self.flying)
+            if self.flying >= self.slots:
+                self.busy.set()
+        time.sleep(self.delay)
+        with self.lock:
+            self.flying -= 1
+        step = sum(m["role"] == "assistant" for m in request["messages"])
+        call = tool_call("submit", {}) if step >= self.steps else tool_call("bash", {"command": f"echo {step}"})
+        return Reply(content="", tool_calls=[call])
+
+
+def student_config(server, executor=RAY, **model):
     return build_config({"agent": {"tools": {"parse_function": {"type": "function_calling"}},
                                    "model": {"name": "openai/student", "api_base": server.url, "api_key": "k",
                                              "retry": {"retries": 0}, "per_instance_cost_limit": 0, "total_cost_limit": 0,
-                                             **model}}, "executor": RAY})
+                                             **model}}, "executor": executor})
 
 
 def test_a_node_that_dies_mid_batch_loses_nothing(cluster, tmp_path):
     c, workers = cluster
     todo = instances(tmp_path, 8)
-    with slow_student(0.4) as server:
+    dead = workers[1].node_id
+    student = Counting(0.4)
+    with student.server as server:
         batch = BatchRun(student_config(server), todo, tmp_path / "out")
-        killer = threading.Thread(target=lambda: (time.sleep(4), c.remove_node(workers[1])))
+        # Once both runners have both their instances mid-run (4 calls in flight), a node goes.
+        killer = threading.Thread(target=lambda: (student.busy.wait(120), time.sleep(0.5), c.remove_node(workers[1])))
         killer.start()
         state = batch.run(progress=False)
         killer.join()
-    c.add_node(num_cpus=2, resources={"tinycalc": 4})  # for the tests after this one
-    workers[1] = None
+    assert student.busy.is_set()
+    workers[1] = c.add_node(num_cpus=2, resources={"tinycalc": 4})  # for the tests after this one
     assert state.done == 8 and state.counts() == {"submitted": 8}
     paths = find_trajectories(tmp_path / "out")
     assert sorted(p.stem for p in paths) == [i.instance_id for i in todo]  # each exactly once
     executors = [json.loads(p.read_text())["info"]["executor"] for p in paths]  # every file whole JSON
     assert max(e["attempt"] for e in executors) >= 2  # the lost ones ran again elsewhere, and say so
+    # Two threads of the dead node's runner were mid-instance: both ran again, on the live node.
+    assert all(e["node_id"] != dead for e in executors if e["attempt"] >= 2)
+    assert sum(e["attempt"] >= 2 for e in executors) >= 2
     assert sorted(load_predictions(tmp_path / "out" / "preds.json")) == [i.instance_id for i in todo]
+
+
+def test_a_node_runs_its_instances_as_threads_of_one_runner(cluster, tmp_path):
+    todo = instances(tmp_path, 12)
+    student = Counting(0.3)
+    with student.server as server:
+        state = BatchRun(student_config(server), todo, tmp_path / "out").run(progress=False)
+    assert state.counts() == {"submitted": 12}
+    executors = [load_trajectory(p).info.model_extra["executor"] for p in find_trajectories(tmp_path / "out")]
+    pids = {}
+    for e in executors:
+        pids.setdefault(e["node_id"], set()).add(e["pid"])
+    assert len(pids) == 2 and all(len(p) == 1 for p in pids.values())  # both nodes; one process each
+    assert len({p for ps in pids.values() for p in ps}) == 2 and all(e["attempt"] == 1 for e in executors)
+    # Each node holds 2 instances (2 CPUs, 1 per instance; 4 tinycalc slots): each runner ran 2 at once
+    # (a runner of one thread would make it 2 in all), never more.
+    assert student.most == 4
+
+
+def test_nodes_that_hold_no_instance_are_refused_at_once(cluster, tmp_path):
+    from sweagent_oec.errors import UserError
+
+    config = replay_config({"type": "ray", "num_cpus": 1, "resources": {"gpu_like": 1}})
+    with pytest.raises(UserError, match="no node of the Ray cluster holds one instance"):
+        BatchRun(config, instances(tmp_path, 2), tmp_path / "out").run(progress=False)
+    assert find_trajectories(tmp_path / "out") == []
+    with pytest.raises(UserError, match="nothing bounds"):
+        BatchRun(replay_config({"type": "ray", "num_cpus": 0}), instances(tmp_path, 2), tmp_path / "out2").run(progress=False)
+
+
+def test_slots_per_node_follow_the_config():
+    from sweagent_oec.ray_executor import instance_ask, slots
+
+    ask = instance_ask({"num_cpus": 0.25, "memory": 2 * 2**30, "resources": {"docker": 1}})
+    assert ask == {"CPU": 0.25, "memory": 2 * 2**30, "docker": 1.0}
+    assert slots({"CPU": 16, "memory": 64 * 2**30, "docker": 8}, ask) == 8  # docker bounds it
+    assert slots({"CPU": 1, "memory": 64 * 2**30, "docker": 8}, ask) == 4  # CPU bounds it
+    assert slots({"CPU": 16, "memory": 3 * 2**30, "docker": 8}, ask) == 1  # memory bounds it
+    assert slots({"CPU": 16, "memory": 64 * 2**30}, ask) == 0  # no docker: no runner there
+    assert slots({"CPU": 0.3}, instance_ask({"num_cpus": 0.1})) == 3  # no float rounding loses a slot
+
+
+def test_a_node_that_joins_mid_batch_is_used(cluster, tmp_path):
+    c, workers = cluster
+    todo = instances(tmp_path, 24)
+    student, result = Counting(0.4), []
+    with student.server as server:
+        batch = BatchRun(student_config(server), todo, tmp_path / "out")
+        runs = threading.Thread(target=lambda: result.append(batch.run(progress=False)))
+        runs.start()
+        assert student.busy.wait(120)  # both runners at work; then a third node joins (Ray: from the main thread)
+        joined = c.add_node(num_cpus=2, resources={"tinycalc": 4})
+        runs.join()
+    c.remove_node(joined)
+    assert result[0].counts() == {"submitted": 24}
+    nodes = {load_trajectory(p).info.model_extra["executor"]["node_id"] for p in find_trajectories(tmp_path / "out")}
+    assert joined.node_id in nodes and len(nodes) == 3
 
 
 def test_total_cost_limit_stops_new_work_cluster_wide(cluster, tmp_path):
