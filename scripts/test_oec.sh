@@ -80,7 +80,14 @@ student_install() {
 # an unfinished wheel build, unless the script is SIGKILLed: then it finishes for the next run).
 SERVER_PID=""
 stop_server() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; SERVER_PID=""; }
-cleanup() { stop_server; if [ -n "$WHEEL_PID" ]; then kill -- -"$WHEEL_PID" 2>/dev/null || true; fi; WHEEL_PID=""; }
+SHIFT_PID=""
+cleanup() {
+  stop_server
+  if [ -n "$WHEEL_PID" ]; then kill -- -"$WHEEL_PID" 2>/dev/null || true; fi; WHEEL_PID=""
+  if [ -n "$SHIFT_PID" ]; then  # the background stage's subshell and the command it runs
+    pkill -TERM -P "$SHIFT_PID" 2>/dev/null || true; kill "$SHIFT_PID" 2>/dev/null || true; wait "$SHIFT_PID" 2>/dev/null || true
+  fi; SHIFT_PID=""
+}
 trap cleanup EXIT INT TERM
 # Whether every instance of the round has a finished student run (a rerun then starts no server).
 generated() {
@@ -172,10 +179,14 @@ train() {
   "$OEC" train -m "$OUT/tiny-model" -d "$OUT/sft/dataset" -o "$OUT/checkpoint" --max-steps "$TRAIN_STEPS" \
     --grad-accum 1 --max-length 16384 --truncation truncate_left --logging-steps 1 --save-steps "$TRAIN_STEPS"
 }
+# Training and the shift analysis read different files and write different folders: they run side by side.
+if [ ! -s "$OUT/shift/shift.csv" ]; then
+  stage shift "$OEC" shift --set "expert=$OUT/expert_trajectories" \
+    --set "oec=$OUT/trajectories" --reference expert -o "$OUT/shift" --min-instances 3 --bootstrap 100 &
+  SHIFT_PID=$!
+fi
 [ -f "$OUT/checkpoint/oec_train_summary.json" ] || stage train train
-
-[ -s "$OUT/shift/shift.csv" ] || stage shift "$OEC" shift --set "expert=$OUT/expert_trajectories" \
-  --set "oec=$OUT/trajectories" --reference expert -o "$OUT/shift" --min-instances 3 --bootstrap 100
+if [ -n "$SHIFT_PID" ]; then wait "$SHIFT_PID"; SHIFT_PID=""; fi
 
 stage categorize "$OEC" categorize "$OUT/trajectories" --report "$OUT/eval/oec/report.json" --all --prerules-only \
   --label oec -o "$OUT/categorize" --no-progress
