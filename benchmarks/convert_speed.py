@@ -14,13 +14,16 @@ baseline is `json.load` + the same message rebuild in plain Python (said so in t
 
 Ours: `sweagent-oec convert TRAJS --report EVAL -o OUT --student-config S --no-dataset` (the same
 work: resolved filter, the student's system prompt, actions in its XML style; plus the repetition
-filter, masks, mixing, stats and the drop list), with 1 and 2 worker processes, and with the
-`dataset/` folder. Both are whole processes: ours pays the CLI's start-up (typer, the student's
-run config, jinja2), SWE-smith's driver imports nothing heavy. The floors section measures each
-start-up piece alone (best of 5), to show what a target is up against.
+filter, masks, mixing, stats and the drop list), with 1 and 2 worker processes, with the
+`dataset/` folder, and without `--student-config` (less work: the system prompt stays as written;
+shown to separate what reading the student's run config costs). Both are whole processes: ours
+pays the CLI's start-up (typer, and with `--student-config` the run config's pydantic models and
+jinja2), SWE-smith's driver imports nothing heavy. The floors section measures each start-up piece
+alone (best of 5), to show what a target is up against.
 
-Targets: time <= 1.0x SWE-smith's, peak memory <= 2x, and our peak memory flat (<= 1.1x) from
-2,000 to 20,000 trajectories. Wall time is what the target is about; on a busy machine it moves
+Targets: time <= 1.0x SWE-smith's on 12-turn and on 6-turn trajectories (short runs weigh the
+start-up more), peak memory <= 2x, and our peak memory flat (<= 1.1x) from 2,000 to 20,000
+trajectories. Wall time is what the target is about; on a busy machine it moves
 with the load (printed), CPU time much less, so both are printed.
 
     .venv/bin/python benchmarks/convert_speed.py [--n 2000] [--turns 12] [--flat-n 20000] [--repeats 3]
@@ -192,9 +195,10 @@ def run_measured(cmd: list[str]) -> tuple[float, float, float]:
     return result["wall"], result["cpu"], result["rss_kib"] / 1024
 
 
-def ours(trajs: Path, evals: Path, out: Path, dataset: bool = False, workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "sweagent_oec.cli", "convert", str(trajs), "--report", str(evals), "-o", str(out),
-            "--student-config", str(STUDENT_CONFIG), "--workers", str(workers)] + ([] if dataset else ["--no-dataset"])
+def ours(trajs: Path, evals: Path, out: Path, dataset: bool = False, workers: int = 1, student: bool = True) -> list[str]:
+    return ([sys.executable, "-m", "sweagent_oec.cli", "convert", str(trajs), "--report", str(evals), "-o", str(out),
+             "--workers", str(workers)] + (["--student-config", str(STUDENT_CONFIG)] if student else [])
+            + ([] if dataset else ["--no-dataset"]))
 
 
 def compare(tmp: Path, n: int, turns: int, repeats: int, peer: list[str], peer_name: str, variants: bool = True) -> dict:
@@ -202,6 +206,7 @@ def compare(tmp: Path, n: int, turns: int, repeats: int, peer: list[str], peer_n
     commands = {peer_name: lambda r: peer + [str(trajs), str(evals), str(tmp / f"peer_{n}_{turns}_{r}.jsonl")],
                 "ours": lambda r: ours(trajs, evals, tmp / f"ours_{n}_{turns}_{r}"),
                 "ours 2 workers": lambda r: ours(trajs, evals, tmp / f"ours2_{n}_{turns}_{r}", workers=2)}
+    commands["ours, no student"] = lambda r: ours(trajs, evals, tmp / f"oursn_{n}_{turns}_{r}", student=False)
     if variants:
         commands["ours +dataset/"] = lambda r: ours(trajs, evals, tmp / f"oursd_{n}_{turns}_{r}", dataset=True)
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
@@ -218,7 +223,7 @@ def compare(tmp: Path, n: int, turns: int, repeats: int, peer: list[str], peer_n
     print(f"\n{n} trajectories x {turns} turns ({size:.0f} MB); records: {peer_name} {peer_lines}, ours {our_lines}; "
           f"median of {repeats}, on {os.cpu_count()} CPUs")
     for name, (wall, cpu, mem) in med.items():
-        print(f"  {name:15s} wall {wall:6.2f} s ({wall / base[0]:4.2f}x)  cpu {cpu:6.2f} s ({cpu / base[1]:4.2f}x)  "
+        print(f"  {name:16s} wall {wall:6.2f} s ({wall / base[0]:4.2f}x)  cpu {cpu:6.2f} s ({cpu / base[1]:4.2f}x)  "
               f"peak {mem:6.1f} MiB ({mem / base[2]:4.2f}x)")
     return med
 
@@ -226,11 +231,16 @@ def compare(tmp: Path, n: int, turns: int, repeats: int, peer: list[str], peer_n
 def floors(tmp: Path, peer_python: str | None, repeats: int = 5) -> dict[str, tuple[float, float]]:
     """CPU seconds and peak MiB (best of `repeats`) of start-up pieces, each a whole process."""
     trajs, evals, _ = write_input(tmp / "one", 2, 2)  # the first is unresolved: one record
+    modules = "import typer.main, sweagent_oec.data.command, sweagent_oec.data.convert"
     pieces = {"python, no import": [sys.executable, "-c", "pass"],
-              "ours: typer + its parameter adapters (pydantic)": [sys.executable, "-c", "import typer, typer._adapters"],
+              "ours: typer (the CLI's parser)": [sys.executable, "-c", "import typer.main"],
+              "ours: typer + convert's modules": [sys.executable, "-c", modules],
               "ours: the run-config models (pydantic)": [sys.executable, "-c", "import sweagent_oec.config"],
               "ours: jinja2 (the student's templates)": [sys.executable, "-c", "import jinja2"],
-              "ours: convert of 1 trajectory (start-up)": ours(trajs, evals, tmp / "one_out")}
+              "ours: typer + convert + jinja2": [sys.executable, "-c", modules + ", jinja2"],
+              "ours: typer + convert + config + jinja2": [sys.executable, "-c", modules + ", sweagent_oec.config, jinja2"],
+              "ours: convert of 1 trajectory (start-up)": ours(trajs, evals, tmp / "one_out"),
+              "ours: the same, no --student-config": ours(trajs, evals, tmp / "one_out_n", student=False)}
     if peer_python:
         pieces["swe-smith: its converter imported"] = [peer_python, "-c", "from swesmith.train.traj_mgr.utils import transform_traj_xml"]
     out = {}
@@ -251,24 +261,32 @@ def main() -> None:
     python = swesmith_python()
     peer, peer_name = ([str(python), "-c", SWESMITH_DRIVER], "swe-smith") if python else ([sys.executable, "-c", PLAIN_DRIVER], "json.load")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} CPUs)")
+
+    def verdict(med: dict, shape: str) -> None:
+        base = med[peer_name]
+        for name in ("ours", "ours, no student"):
+            print(f"{shape}, {name}: time {med[name][0] / base[0]:.2f}x {peer_name}'s (target <= 1.0; cpu {med[name][1] / base[1]:.2f}x), "
+                  f"peak memory {med[name][2] / base[2]:.2f}x (target <= 2.0, i.e. <= {2 * base[2]:.1f} MiB)")
+        print(f"load average {os.getloadavg()[0]:.2f}")
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         med = compare(tmp, args.n, args.turns, args.repeats, peer, peer_name)
         base = med[peer_name]
-        print(f"time {med['ours'][0] / base[0]:.2f}x {peer_name}'s (target <= 1.0; cpu {med['ours'][1] / base[1]:.2f}x; "
-              f"2 workers {med['ours 2 workers'][0] / base[0]:.2f}x), "
-              f"peak memory {med['ours'][2] / base[2]:.2f}x (target <= 2.0, i.e. <= {2 * base[2]:.1f} MiB); "
-              f"load average {os.getloadavg()[0]:.2f}")
+        verdict(med, f"{args.n} x {args.turns} turns")
+        print(f"2 workers: time {med['ours 2 workers'][0] / base[0]:.2f}x")
         pieces = floors(tmp, str(python) if python else None)
         print("\nstart-up floors (each a whole process; best of 5):")
         for name, (cpu, mem) in pieces.items():
             print(f"  {name:50s} cpu {cpu:5.2f} s  peak {mem:6.1f} MiB ({mem / base[2]:4.2f}x {peer_name}'s peak)")
-        typer_floor = pieces["ours: typer + its parameter adapters (pydantic)"][1]
-        if typer_floor > 2 * base[2]:
-            print(f"peak memory: out of reach for this CLI: importing typer and the pydantic adapters it parses options with "
-                  f"already peaks at {typer_floor:.1f} MiB, over 2x {peer_name}'s whole run ({2 * base[2]:.1f} MiB)")
+        floor = pieces["ours: typer + convert + config + jinja2"][1]
+        if floor > 2 * base[2]:
+            print(f"peak memory with --student-config: out of reach while the run config is read by its pydantic models and "
+                  f"its templates by jinja2: importing them with typer and convert's modules already peaks at {floor:.1f} MiB, "
+                  f"over 2x {peer_name}'s whole run ({2 * base[2]:.1f} MiB)")
         if args.flat_n:
-            small = compare(tmp, 2000, args.flat_turns, 1, peer, peer_name, variants=False)
+            small = compare(tmp, 2000, args.flat_turns, args.repeats, peer, peer_name, variants=False)
+            verdict(small, f"2000 x {args.flat_turns} turns")
             shutil.rmtree(tmp / f"in_2000_{args.flat_turns}")
             large = compare(tmp, args.flat_n, args.flat_turns, 1, peer, peer_name, variants=False)
             print(f"peak memory at {args.flat_n} vs 2000 trajectories: ours {large['ours'][2] / small['ours'][2]:.2f}x (target <= 1.1), "

@@ -82,7 +82,7 @@ class _LazyGroup(TyperGroup):
 
 def _usage_error() -> type:
     try:
-        from typer._click.exceptions import UsageError  # typer >= 0.25 carries its own click
+        from typer._click.exceptions import UsageError  # typer >= 0.26 carries its own click
     except ImportError:  # pragma: no cover - older typer on the real click
         from click.exceptions import UsageError
     return UsageError
@@ -142,7 +142,7 @@ def main() -> None:
     for noisy in ("LiteLLM", "litellm", "httpx", "httpcore", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        from typer._click import exceptions as cli_errors  # typer >= 0.25 carries its own click
+        from typer._click import exceptions as cli_errors  # typer >= 0.26 carries its own click
     except ImportError:  # pragma: no cover - older typer on the real click
         from click import exceptions as cli_errors
 

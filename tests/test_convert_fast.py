@@ -100,6 +100,24 @@ def test_files_msgspec_refuses_are_read_by_json_into_the_same_records(tmp_path, 
     assert {**records["b"], "traj_path": None} == {**records["a"], "traj_path": None, "instance_id": "b"}
 
 
+def test_records_are_utf8_json_and_a_lone_surrogate_is_escaped(tmp_path):
+    """Lines are written by msgspec (compact UTF-8 JSON); a lone surrogate, which only json's
+    fallback read lets in and UTF-8 cannot hold, is written escaped by json. Both read back as made."""
+    trajs = tmp_path / "trajs"
+    write_traj(trajs, "utf8", make_traj(WORK, 2, task="café ✓ 😀"))
+    odd = trajs / "lone" / "lone.traj"
+    odd.parent.mkdir(parents=True)
+    odd.write_text(json.dumps(make_traj(WORK, 2, task="LONE")).replace("LONE", "half \\ud800 pair"))
+    rep = report(tmp_path / "r.json", resolved=["utf8", "lone"])
+    stats = convert(Options([Source("main", [trajs], rep)], tmp_path / "out", dataset=False))
+    assert stats["counts"]["train"] == 2
+    lines = {json.loads(line)["instance_id"]: line for line in (tmp_path / "out" / "train.jsonl").read_bytes().splitlines()}
+    assert "café ✓ 😀".encode() in lines["utf8"] and lines["utf8"].startswith(b'{"messages":[{"role":')
+    assert b"half \\ud800 pair" in lines["lone"]
+    assert json.loads(lines["lone"])["messages"][1]["content"] == "half \ud800 pair"
+    assert json.loads(lines["utf8"])["messages"][1]["content"] == "café ✓ 😀"
+
+
 def test_a_corrupt_file_is_still_named_by_json(tmp_path):
     trajs = tmp_path / "trajs"
     write_traj(trajs, "good", make_traj(WORK, 2))

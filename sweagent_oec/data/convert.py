@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import IO
 from collections.abc import Iterator
 
+import msgspec
+
 from sweagent_oec.data.actions import canonical_style
 from sweagent_oec.data import filters, mixing, sft
 from sweagent_oec.data.trajectory_base import TrajectoryFormatError
@@ -127,11 +129,24 @@ class Encoded:
     message_keys: tuple
 
 
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def _json(value) -> bytes:
+    """Compact UTF-8 JSON, by msgspec (~6x faster than `json.dumps`, the record's largest cost). A
+    lone surrogate (which only `json`'s fallback read can let in) cannot be UTF-8: that value is
+    written by `json.dumps`, which escapes it."""
+    try:
+        return _ENCODE(value)
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def encode(record: dict, tokenizer=None) -> Encoded:
     records = record["messages"]
-    messages = json.dumps(records)  # ASCII (ensure_ascii): as many bytes as characters
-    rest = json.dumps({k: v for k, v in record.items() if k != "messages"})
-    line = f'{{"messages": {messages}, {rest[1:]}\n'.encode()  # == json.dumps(record)
+    messages = _json(records)
+    rest = _json({k: v for k, v in record.items() if k != "messages"})
+    line = b'{"messages":' + messages + (b"," + rest[1:] if len(rest) > 2 else b"}") + b"\n"  # == _json(record)
     trained = masked = context = 0
     for m in records:
         if m["train"]:
@@ -141,7 +156,7 @@ def encode(record: dict, tokenizer=None) -> Encoded:
         else:
             context += 1
     kind, step = record["source"], record["switch_step"]
-    key = blake2b(memoryview(line)[13:13 + len(messages)], digest_size=16).digest()  # the messages' JSON
+    key = blake2b(messages, digest_size=16).digest()  # the messages' JSON
     ref = Ref(record["instance_id"], key, -1, len(line), kind, "bc" if step is None or kind == "bc" else str(step),
               trained, masked, context)
     if tokenizer is not None:
