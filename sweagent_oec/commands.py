@@ -69,7 +69,7 @@ def run_batch_command(
     split: Optional[str] = options.split(),
     skip_empty_problem: bool = typer.Option(False, "--skip-empty-problem-statements", help="Leave out rows whose problem statement is blank (counted)."),
     languages: Optional[str] = typer.Option(None, "--languages", help="Only rows in these languages, comma-separated, e.g. python (by the row's `language`, else its patch's files; counted)."),
-    executor: Optional[Literal["threads", "ray"]] = typer.Option(None, "--executor", help="Where instances run (default: the config's executor.type, threads): ray makes each instance a Ray task."),
+    executor: Optional[Literal["threads", "ray"]] = typer.Option(None, "--executor", help="Where instances run (default: the config's executor.type, threads): ray runs one runner per node of a Ray cluster, its instances threads of it."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto': a running one; default: RAY_ADDRESS, else a local Ray)."),
 ) -> None:
     """Run many instances; resumable, shardable; keeps preds.json current."""

@@ -433,7 +433,7 @@ class AgentConfig(Strict):
 
 
 class ExecutorConfig(Strict):
-    """Where run-batch's instances run: threads of one process, or Ray tasks across a cluster."""
+    """Where run-batch's instances run: threads of one process, or threads of one runner per node of a Ray cluster."""
 
     type: Literal["threads", "ray"] = "threads"
     #: Ray: the cluster ("auto": a running one; none: RAY_ADDRESS, else a local Ray instance).

@@ -221,3 +221,59 @@ def test_eval_on_the_cluster_writes_what_threads_write(cluster, tmp_path):
     # Resume: nothing is run again.
     again = evaluate(todo, preds, EvalOptions(run_id="r", output_dir=tmp_path / "logs", progress=False, executor="ray"))
     assert again == by_ray
+
+
+CHILD = """
+import json, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a suite started with 'cmd &' ignores SIGINT
+sys.path.insert(0, sys.argv[1])
+import ray
+from pathlib import Path
+from sweagent_oec.batch import BatchRun
+from sweagent_oec.config import build_config
+from sweagent_oec.tasks.instances import Instance
+args = json.loads(sys.argv[2])
+ray.init(address=args["address"], include_dashboard=False, log_to_driver=False)
+todo = [Instance.model_validate(i) for i in args["instances"]]
+try:
+    BatchRun(build_config(args["config"]), todo, Path(args["out"])).run(progress=False)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_the_runners_and_keeps_what_finished(cluster, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    c, _ = cluster
+    todo = instances(tmp_path, 12)
+    out = tmp_path / "out"
+    with Counting(0.3).server as server:
+        config = {"agent": {"tools": {"parse_function": {"type": "function_calling"}},
+                            "model": {"name": "openai/student", "api_base": server.url, "api_key": "k", "retry": {"retries": 0},
+                                      "per_instance_cost_limit": 0, "total_cost_limit": 0}}, "executor": RAY}
+        args = {"address": c.address, "config": config, "out": str(out), "instances": [i.model_dump(mode="json") for i in todo]}
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(Path(__file__).resolve().parent.parent), json.dumps(args)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+        deadline = time.monotonic() + 120
+        while len(find_trajectories(out)) < 2 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.1)
+        child.send_signal(signal.SIGINT)
+        output, _ = child.communicate(timeout=60)
+        assert child.returncode == 130 and "interrupted" in output, output[-2000:]
+        kept = find_trajectories(out)
+        assert 2 <= len(kept) < 12  # what finished is kept; the rest did not run on
+        assert all(load_trajectory(p).info.exit_status == "submitted" for p in kept)  # whole, finished files only
+        assert sorted(load_predictions(out / "preds.json")) == sorted(p.stem for p in kept)
+        # The runners ended with the batch: the cluster's resources are free again.
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("tinycalc", 0) < ray.cluster_resources().get("tinycalc") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("tinycalc", 0) == ray.cluster_resources().get("tinycalc")
+        again = BatchRun(build_config(config), todo, out).run(progress=False)
+    assert again.skipped == len(kept) and again.done == 12 - len(kept) and again.counts() == {"submitted": 12}
