@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sweagent_oec.errors import UserError
@@ -49,8 +50,10 @@ def run_logged(command: list, log_path: Path, what: str, env: dict | None = None
     with open(log_path, "ab") as log:
         log.write(f"$ {' '.join(map(str, command))}\n".encode())
         log.flush()
+        started = time.monotonic()
         rc = subprocess.run(list(map(str, command)), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env).returncode
+        log.write(f"# exit {rc} after {time.monotonic() - started:.1f} s\n".encode())
     if rc:
         raise UserError(f"{what} failed (exit {rc}); log {log_path}: {log_tail(log_path)}")
 
@@ -145,30 +148,49 @@ def uv_binary(log_path: Path) -> Path | None:
     return uv
 
 
+def _uv_plan(log_path: Path) -> tuple[Path, list[str], dict[str, str]] | None:
+    """(uv, its index arguments, its environment) when uv can install as pip would here; else None."""
+    uv = uv_binary(log_path)
+    if uv is None:
+        return None
+    try:
+        translated = uv_command(pip_settings(sys.executable))
+    except OSError as e:
+        print(f"[installer] cannot read pip's settings ({e}): pip installs instead", file=sys.stderr, flush=True)
+        return None
+    if translated is None:
+        print("[installer] pip's settings have no uv equivalent: pip installs instead", file=sys.stderr, flush=True)
+        return None
+    args, env = translated
+    return uv, args, {**os.environ, **env, "UV_PYTHON_DOWNLOADS": "never"}
+
+
+def make_venv(path: Path, log_path: Path) -> None:
+    """A venv of this interpreter at `path`: by uv (no pip inside: uv installs into it) or, where uv cannot
+    install, by `venv` with pip (seconds on a busy machine: ensurepip unpacks and compiles pip)."""
+    plan = _uv_plan(log_path)
+    if plan:
+        run_logged([plan[0], "venv", "--quiet", "--python", sys.executable, path], log_path, f"making the venv {path}",
+                   env=plan[2])
+    else:
+        run_logged([sys.executable, "-m", "venv", path], log_path, f"making the venv {path}")
+
+
 def install(python: Path | str, requirements: list[str], log_path: Path, what: str) -> None:
     """`pip install requirements` into the venv of `python`, by uv when uv can do it as pip would."""
-    uv = uv_binary(log_path)
-    translated = None
-    if uv is not None:
-        try:
-            translated = uv_command(pip_settings(sys.executable))
-        except OSError as e:
-            print(f"[installer] cannot read pip's settings ({e}): pip installs instead", file=sys.stderr, flush=True)
-        if translated is None:
-            print("[installer] pip's settings have no uv equivalent: pip installs instead", file=sys.stderr, flush=True)
-    if uv is not None and translated is not None:
-        args, env = translated
-        run_logged([uv, "pip", "install", "--quiet", "--python", python, *args, *requirements], log_path, what,
-                   env={**os.environ, **env})
+    plan = _uv_plan(log_path)
+    if plan:
+        uv, args, env = plan
+        run_logged([uv, "pip", "install", "--quiet", "--python", python, *args, *requirements], log_path, what, env=env)
     else:
         run_logged([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements], log_path, what)
 
 
 def uninstall(python: Path | str, names: list[str], log_path: Path, what: str) -> None:
     """Remove `names` from the venv of `python` (those not installed are skipped)."""
-    uv = uv_binary(log_path)
-    if uv is not None:
-        run_logged([uv, "pip", "uninstall", "--quiet", "--python", python, *names], log_path, what)
+    plan = _uv_plan(log_path)
+    if plan:
+        run_logged([plan[0], "pip", "uninstall", "--quiet", "--python", python, *names], log_path, what, env=plan[2])
     else:
         run_logged([python, "-m", "pip", "uninstall", "-y", "-q", *names], log_path, what)
 

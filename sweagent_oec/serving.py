@@ -107,7 +107,7 @@ def vllm_python(install: bool = True, log_path: Path | None = None) -> Path:
             return python
         print(f"[serving] installing {VLLM_PIN} into {venv} (once; log {log_path})", file=sys.stderr, flush=True)
         shutil.rmtree(venv, ignore_errors=True)  # a half-made venv from a killed run
-        _run([sys.executable, "-m", "venv", venv], log_path, f"making vLLM's venv {venv}")
+        installer.make_venv(venv, log_path)
         installer.install(python, [VLLM_PIN, GEMMA_PIN, *GGUF_PINS.split()], log_path, f"installing {VLLM_PIN}")
         installer.uninstall(python, list(VLLM_UNUSED), log_path, "removing vLLM's CUDA extras")
         _run([python, "-c", "import vllm.entrypoints.openai.api_server"], log_path, "importing vLLM")

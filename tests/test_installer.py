@@ -81,9 +81,10 @@ def test_install_honours_pip_settings_by_uv_and_by_pip(tool, monkeypatch, tmp_pa
         if uv is None:
             pytest.skip("uv could not be installed here (no registry)")
         monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "pip.conf"))
-    venv.create(tmp_path / "venv", with_pip=True)
-    python = tmp_path / "venv" / "bin" / "python"
     log = tmp_path / "install.log"
+    installer.make_venv(tmp_path / "venv", log)
+    python = tmp_path / "venv" / "bin" / "python"
+    assert ("uv venv" in log.read_text()) == (tool == "uv")
     installer.install(python, ["oecprobe"], log, "installing the probe")
     out = subprocess.run([python, "-c", "import oecprobe; print(oecprobe.VERSION)"], capture_output=True, text=True)
     assert out.stdout.strip() == "2.0"
