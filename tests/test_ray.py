@@ -150,6 +150,79 @@ def test_a_node_runs_its_instances_as_threads_of_one_runner(cluster, tmp_path):
     assert student.most == 4
 
 
+def runner_pids():
+    """The processes of this cluster's runners (Ray names them ray::NodeRunner)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and open(f"/proc/{entry}/cmdline", "rb").read().startswith(b"ray::NodeRunner"):
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_runner_killed_on_a_live_node_loses_nothing(cluster, tmp_path):
+    import signal
+
+    todo = instances(tmp_path, 8)
+    student, result = Counting(0.4), []
+    with student.server as server:
+        batch = BatchRun(student_config(server), todo, tmp_path / "out")
+        runs = threading.Thread(target=lambda: result.append(batch.run(progress=False)))
+        runs.start()
+        assert student.busy.wait(120)
+        pids = runner_pids()
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        runs.join()
+    assert result[0].counts() == {"submitted": 8}
+    executors = [json.loads(p.read_text())["info"]["executor"] for p in find_trajectories(tmp_path / "out")]
+    assert sorted(p.stem for p in find_trajectories(tmp_path / "out")) == [i.instance_id for i in todo]
+    assert sum(e["attempt"] >= 2 for e in executors) >= 2 and all(e["pid"] != pids[0] for e in executors if e["attempt"] >= 2)
+
+
+def test_no_runner_left_ends_the_batch_with_one_error_and_keeps_what_finished(cluster, tmp_path, monkeypatch):
+    import signal
+
+    from sweagent_oec import ray_executor
+    from sweagent_oec.errors import UserError
+
+    todo = instances(tmp_path, 12)
+    student, errors = Counting(0.3), []
+
+    def run():
+        try:
+            BatchRun(student_config(server), todo, tmp_path / "out").run(progress=False)
+        except UserError as e:
+            errors.append(str(e))
+
+    with student.server as server:
+        runs = threading.Thread(target=run)
+        runs.start()
+        assert student.busy.wait(120)
+        monkeypatch.setattr(ray_executor, "NO_RUNNER_WAIT", 3.0)  # (after the runners' start: it counts too)
+        while not find_trajectories(tmp_path / "out"):
+            time.sleep(0.1)
+        for pid in runner_pids():
+            os.kill(pid, signal.SIGKILL)
+        runs.join(60)
+    assert errors and "no Ray runner was ready" in errors[0] and "left for a rerun" in errors[0]
+    kept = find_trajectories(tmp_path / "out")
+    assert 0 < len(kept) < 12 and all(load_trajectory(p).info.exit_status == "submitted" for p in kept)
+    assert sorted(load_predictions(tmp_path / "out" / "preds.json")) == sorted(p.stem for p in kept)
+
+
+def test_an_instance_that_fails_by_itself_is_recorded_once_not_retried(cluster, tmp_path):
+    good, bad = instances(tmp_path, 2)
+    bad = bad.model_copy(update={"local": bad.local.model_copy(update={"repo_dir": str(tmp_path / "no-such-repo")})})
+    state = BatchRun(replay_config(RAY), [good, bad], tmp_path / "out").run(progress=False)
+    assert state.counts() == {"submitted": 1, "exit_environment_error": 1}
+    info = load_trajectory(next((tmp_path / "out").rglob(f"{bad.instance_id}.traj"))).info
+    assert info.exit_status == "exit_environment_error" and "no-such-repo" in info.exit_reason
+    assert info.model_extra["executor"]["attempt"] == 1 and info.model_extra["executor"]["node_id"]
+
+
 def test_nodes_that_hold_no_instance_are_refused_at_once(cluster, tmp_path):
     from sweagent_oec.errors import UserError
 
