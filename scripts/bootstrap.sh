@@ -22,7 +22,7 @@ hash="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 have="$(cat "$stamp" 2>/dev/null || true)"
 missing="$(comm -23 <(tr ',' '\n' <<<"$EXTRAS" | sed '/^$/d' | sort -u) <([ "${have%%-*}" = "$hash" ] && tr ',' '\n' <<<"${have#*-}" | sort -u))"
 if [ -n "$missing" ]; then
-  echo "[bootstrap] installing sweagent-oec[$EXTRAS] into $VENV (a few minutes the first time)" >&2
+  echo "[bootstrap] installing sweagent-oec[$EXTRAS] into $VENV (under a minute with uv, minutes with pip)" >&2
   # With uv where it can be had (several times faster than pip; it gets pip's index settings), else pip
   # (OEC_NO_UV=1 forces pip): sweagent_oec/installer.py, standard library only, run before the package is.
   # torch pinned first in the list: left to itself a resolver may pick another (multi-GB CUDA) build.
