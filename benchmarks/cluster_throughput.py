@@ -115,32 +115,30 @@ class CPU:
                 f"{1000 * self.idle / steps:.1f}")
 
 
-def timed_batch(config, instances, out: Path, workers: int, server: LatencyServer) -> tuple[float, int, CPU]:
+def timed_batch(config, instances, out: Path, workers: int, server: LatencyServer) -> tuple[float, int, CPU, float]:
+    """Seconds, steps, CPU, and seconds until the first model call (what comes before: starting up)."""
     before = server.requests()
     with CPU() as cpu:
-        started = time.perf_counter()
+        wall, started = time.time(), time.perf_counter()
         state = BatchRun(config, instances, out, num_workers=workers).run(progress=False)
         seconds = time.perf_counter() - started
     assert state.counts() == {"submitted": len(instances)}, state.counts()
-    return seconds, server.requests() - before, cpu
+    return seconds, server.requests() - before, cpu, server.first_request(wall) - wall
 
 
-def task_times(since_us: float, seconds: float, slots: int) -> tuple[str, float]:
+def task_times(since_us: float, seconds: float, slots: int, count: int) -> str:
     """From Ray's task events: the runners' start, the mean time inside one instance's run, and how busy
-    the slots were; and when the first instance began, seconds after submission."""
+    the slots were (`count` instances). Ray may leave some events out: the means are over those it kept."""
     time.sleep(2)  # workers report task events every second
     logging.getLogger("ray").setLevel(logging.ERROR)  # ray.timeline() warns that it will read the dashboard one day
     events = [event for event in ray.timeline() if event.get("ph") == "X" and event["ts"] >= since_us]
-    runs = [event for event in events if event.get("cat") == "task::NodeRunner.run"]
+    runs = [event["dur"] / 1e6 for event in events if event.get("cat") == "task::NodeRunner.run"]
     starts = [event["dur"] / 1e6 for event in events if event.get("cat") == "task::NodeRunner.__init__"]
     if not runs:
-        return "  (no task events from Ray)", 0.0
-    inside = [event["dur"] / 1e6 for event in runs]
-    first = min(event["ts"] for event in runs) / 1e6 - since_us / 1e6
-    return (f"  {len({e['tid'] for e in runs})} runner processes, each started in {max(starts, default=0):.2f} s (imports); the first "
-            f"instance began {first:.2f} s after submission\n"
-            f"  per instance: {statistics.mean(inside):.2f} s inside its runner (max {max(inside):.2f}); slots busy "
-            f"{100 * sum(inside) / (slots * seconds):.0f}% of the batch's time"), first
+        return "  (no task events from Ray)"
+    return (f"  {len(starts)} runner processes, each started in {max(starts, default=0):.2f} s at most (imports); per instance "
+            f"{statistics.mean(runs):.2f} s inside its runner (max {max(runs):.2f}; {len(runs)} of {count} runs seen); slots "
+            f"busy {100 * count * statistics.mean(runs) / (slots * seconds):.0f}% of the batch's time")
 
 
 def main() -> None:
@@ -181,34 +179,33 @@ def main() -> None:
             timed_batch(threads, instances[: args.nodes * args.workers], Path(tmp) / "warm_threads", args.nodes * args.workers, server)
 
             since = time.time() * 1e6
-            seconds, steps, cpu = timed_batch(on_ray, instances, Path(tmp) / "cluster", 1, server)
+            seconds, steps, cpu, first = timed_batch(on_ray, instances, Path(tmp) / "cluster", 1, server)
             achieved, ideal = steps / seconds, args.nodes * args.workers / args.latency
             print(f"{steps} steps of {args.instances} instances in {seconds:.1f} s on {args.nodes} nodes x {args.workers} workers, "
                   f"latency {args.latency}s (load average {os.getloadavg()[0]:.2f})")
             print(f"ideal {ideal:.1f} steps/s (N*W/L), achieved {achieved:.1f} steps/s: ratio {achieved / ideal:.2f} (target >= 0.85)")
-            times, first = task_times(since, seconds, args.nodes * args.workers)
-            print(f"after the runners started (from the first instance on): {steps / (seconds - first) / ideal:.2f} of ideal; "
-                  f"their start is paid once per batch ({first:.1f} s here)")
-            print(times)
+            print(f"from the first model call on (the runners started: paid once per batch, {first:.1f} s here): "
+                  f"{steps / (seconds - first) / ideal:.2f} of ideal")
+            print(task_times(since, seconds, args.nodes * args.workers, len(instances)))
             print(cpu.report(steps))
-            t_seconds, t_steps, t_cpu = timed_batch(threads, instances, Path(tmp) / "threads", args.nodes * args.workers, server)
+            t_seconds, t_steps, t_cpu, t_first = timed_batch(threads, instances, Path(tmp) / "threads", args.nodes * args.workers, server)
             print(f"the same on {args.nodes * args.workers} threads of one process: {t_seconds:.1f} s, ratio "
-                  f"{t_steps / t_seconds / ideal:.2f} (load average {os.getloadavg()[0]:.2f})")
+                  f"{t_steps / t_seconds / ideal:.2f}; from the first model call on ({t_first:.1f} s) "
+                  f"{t_steps / (t_seconds - t_first) / ideal:.2f} (load average {os.getloadavg()[0]:.2f})")
             print(t_cpu.report(t_steps))
+
             # One node, W slots: Ray vs threads on the same instances.
             for node in nodes[1:]:
                 cluster.remove_node(node)
             one = instances[: args.workers * 2]
-            since = time.time() * 1e6
-            ray_seconds, _, _ = timed_batch(on_ray, one, Path(tmp) / "one_ray", 1, server)
-            _, first = task_times(since, ray_seconds, args.workers)
-            thread_seconds, _, _ = timed_batch(threads, one, Path(tmp) / "one_threads", args.workers, server)
+            ray_seconds, _, _, first = timed_batch(on_ray, one, Path(tmp) / "one_ray", 1, server)
+            thread_seconds, _, _, t_first = timed_batch(threads, one, Path(tmp) / "one_threads", args.workers, server)
             instance_time = args.steps * args.latency
-            per_instance = (ray_seconds - first - thread_seconds) / len(one) * args.workers  # slots run in parallel
-            print(f"one node, {args.workers} slots, {len(one)} instances: Ray {ray_seconds:.1f} s ({first:.1f} s of it the runner's "
-                  f"start), threads {thread_seconds:.1f} s; Ray overhead {per_instance:.2f} s per instance = "
-                  f"{100 * per_instance / instance_time:.1f}% of a {args.steps}-step instance at L={args.latency}s (target < 5%); "
-                  f"with the runner's start spread over this batch's {len(one)} instances "
+            per_instance = ((ray_seconds - first) - (thread_seconds - t_first)) / len(one) * args.workers  # slots run in parallel
+            print(f"one node, {args.workers} slots, {len(one)} instances: Ray {ray_seconds:.1f} s ({first:.1f} s to the first model "
+                  f"call: the runner's start), threads {thread_seconds:.1f} s ({t_first:.1f} s); Ray overhead {per_instance:.2f} s per "
+                  f"instance = {100 * per_instance / instance_time:.1f}% of a {args.steps}-step instance at L={args.latency}s "
+                  f"(target < 5%); with the runner's start spread over this batch's {len(one)} instances "
                   f"{100 * (ray_seconds - thread_seconds) / len(one) * args.workers / instance_time:.1f}%")
             print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:

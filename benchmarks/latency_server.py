@@ -11,23 +11,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 _SERVER = """
-import sys
+import json, sys, time
 sys.path.insert(0, sys.argv[3])
 from tests.openai_server import OpenAIServer, Reply, tool_call
 latency, steps = float(sys.argv[1]), int(sys.argv[2])
+arrived = []
 def answer(request):
+    arrived.append(time.time())
     done = sum(m["role"] == "assistant" for m in request["messages"]) >= steps - 1
     call = tool_call("submit", {}) if done else tool_call("bash", {"command": "echo hi"})
     return Reply(content="", tool_calls=[call], delay=latency)
 with OpenAIServer(answer) as server:
     print(server.url, flush=True)
-    for line in sys.stdin:  # any line: report the request count
-        print(len(server.requests), flush=True)
+    for line in sys.stdin:  # "first T": when the first request at or after T arrived (0: none); else the count
+        if line.startswith("first "):
+            after = [t for t in list(arrived) if t >= float(line.split()[1])]
+            print(min(after) if after else 0, flush=True)
+        else:
+            print(len(server.requests), flush=True)
 """
 
 
 class LatencyServer:
-    """`with LatencyServer(latency, steps) as server: ... server.url ... server.requests()`"""
+    """`with LatencyServer(latency, steps) as server: ... server.url ... server.requests() ... server.first_request(t)`"""
 
     def __init__(self, latency: float, steps: int):
         self.process = subprocess.Popen([sys.executable, "-c", _SERVER, str(latency), str(steps), str(ROOT)],
@@ -39,6 +45,12 @@ class LatencyServer:
         self.process.stdin.write("count\n")
         self.process.stdin.flush()
         return int(self.process.stdout.readline())
+
+    def first_request(self, since: float) -> float:
+        """When (time.time()) the first request at or after `since` arrived; 0.0 if none did."""
+        self.process.stdin.write(f"first {since}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
 
     def __enter__(self) -> "LatencyServer":
         return self
