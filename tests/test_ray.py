@@ -84,6 +84,7 @@ class Counting:
 
     def __init__(self, delay, slots=4, steps=6):
         self.delay, self.slots, self.steps = delay, slots, steps
+        self.slow = False  # True: an instance whose problem statement says SLOW takes 1000 steps
         self.lock, self.flying, self.most, self.busy = threading.Lock(), 0, 0, threading.Event()
         self.server = OpenAIServer(self.handler)
 
@@ -97,7 +98,8 @@ class Counting:
         with self.lock:
             self.flying -= 1
         step = sum(m["role"] == "assistant" for m in request["messages"])
-        call = tool_call("submit", {}) if step >= self.steps else tool_call("bash", {"command": f"echo {step}"})
+        steps = 1000 if self.slow and "SLOW" in json.dumps(request["messages"]) else self.steps
+        call = tool_call("submit", {}) if step >= steps else tool_call("bash", {"command": f"echo {step}"})
         return Reply(content="", tool_calls=[call])
 
 
@@ -306,6 +308,8 @@ from sweagent_oec.batch import BatchRun
 from sweagent_oec.config import build_config
 from sweagent_oec.tasks.instances import Instance
 args = json.loads(sys.argv[2])
+from sweagent_oec import ray_executor
+ray_executor.INTERRUPT_WAIT = 300.0  # the runners' instances must stop by themselves, not by this wait
 ray.init(address=args["address"], include_dashboard=False, log_to_driver=False)
 todo = [Instance.model_validate(i) for i in args["instances"]]
 try:
@@ -323,9 +327,13 @@ def test_ctrl_c_stops_the_runners_and_keeps_what_finished(cluster, tmp_path):
     from pathlib import Path
 
     c, _ = cluster
-    todo = instances(tmp_path, 12)
-    out = tmp_path / "out"
-    with Counting(0.3).server as server:
+    fast = instances(tmp_path, 4)
+    slow = [i.model_copy(update={"instance_id": f"slow-{n}", "problem_statement": i.problem_statement + " SLOW"})
+            for n, i in enumerate(instances(tmp_path, 8))]  # 1000 steps: they run until Ctrl-C stops them
+    todo, out = fast + slow, tmp_path / "out"
+    student = Counting(0.3)
+    student.slow = True
+    with student.server as server:
         config = {"agent": {"tools": {"parse_function": {"type": "function_calling"}},
                             "model": {"name": "openai/student", "api_base": server.url, "api_key": "k", "retry": {"retries": 0},
                                       "per_instance_cost_limit": 0, "total_cost_limit": 0}}, "executor": RAY}
@@ -333,20 +341,27 @@ def test_ctrl_c_stops_the_runners_and_keeps_what_finished(cluster, tmp_path):
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(Path(__file__).resolve().parent.parent), json.dumps(args)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
-        deadline = time.monotonic() + 120
-        while len(find_trajectories(out)) < 2 and time.monotonic() < deadline and child.poll() is None:
+        deadline = time.monotonic() + 180
+        while len(find_trajectories(out)) < 4 and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.1)
+        time.sleep(2)  # the slow ones are mid-run on both runners
         child.send_signal(signal.SIGINT)
-        output, _ = child.communicate(timeout=60)
+        stopped = time.monotonic()
+        try:
+            output, _ = child.communicate(timeout=90)
+        finally:
+            child.kill()
         assert child.returncode == 130 and "interrupted" in output, output[-2000:]
+        assert time.monotonic() - stopped < 60  # the runners stopped their instances (a slow one runs ~300 s)
         kept = find_trajectories(out)
-        assert 2 <= len(kept) < 12  # what finished is kept; the rest did not run on
+        assert sorted(p.stem for p in kept) == [i.instance_id for i in fast]  # what finished is kept, nothing else
         assert all(load_trajectory(p).info.exit_status == "submitted" for p in kept)  # whole, finished files only
-        assert sorted(load_predictions(out / "preds.json")) == sorted(p.stem for p in kept)
+        assert sorted(load_predictions(out / "preds.json")) == [i.instance_id for i in fast]
         # The runners ended with the batch: the cluster's resources are free again.
         deadline = time.monotonic() + 30
         while ray.available_resources().get("tinycalc", 0) < ray.cluster_resources().get("tinycalc") and time.monotonic() < deadline:
             time.sleep(0.2)
         assert ray.available_resources().get("tinycalc", 0) == ray.cluster_resources().get("tinycalc")
+        student.slow = False
         again = BatchRun(build_config(config), todo, out).run(progress=False)
-    assert again.skipped == len(kept) and again.done == 12 - len(kept) and again.counts() == {"submitted": 12}
+    assert again.skipped == 4 and again.done == 8 and again.counts() == {"submitted": 12}
