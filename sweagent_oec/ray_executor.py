@@ -267,6 +267,9 @@ def run_on_ray(batch: "BatchRun", todo: list["Instance"], display: "BatchProgres
     """Run `todo` on one runner per node and record each result through `batch` (the driver alone writes)."""
     if not todo:
         return
+    if batch.cost_limit and batch.spent_before >= batch.cost_limit:  # spent by earlier runs: no runner to start
+        record(batch, todo[0], {"not_started": True})
+        return
     ray = _ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -394,6 +397,13 @@ def record(batch: "BatchRun", instance: "Instance", result: dict) -> None:
         batch.state.nodes[where.get("node_ip", "?") + ":" + str(where.get("node_id", "?"))[:8]] += 1
     for uid, info in units:
         batch.record(uid, info, skipped=False)
+    # The driver's budget shows the batch's cost in the progress line (as threads' calls add to it);
+    # the limit itself is the accountant's.
+    from sweagent_oec.models.base import BATCH_BUDGET
+
+    with batch.state.lock:
+        spent = sum(per[uid].instance_cost for uid, _ in units for per in batch.state.role_stats.values() if uid in per)
+    BATCH_BUDGET.add(spent)
 
 
 def wait_for_nodes(count: int, timeout: float = 60) -> None:
