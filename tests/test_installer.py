@@ -88,6 +88,8 @@ def test_install_honours_pip_settings_by_uv_and_by_pip(tool, monkeypatch, tmp_pa
     installer.install(python, ["oecprobe"], log, "installing the probe")
     out = subprocess.run([python, "-c", "import oecprobe; print(oecprobe.VERSION)"], capture_output=True, text=True)
     assert out.stdout.strip() == "2.0"
+    # Compiled at install by both (imports read bytecode even where PYTHONDONTWRITEBYTECODE forbids writing it later).
+    assert list(python.parent.parent.glob("lib/python*/site-packages/__pycache__/oecprobe.*.pyc"))
     assert ("uv pip install" in log.read_text()) == (tool == "uv")
     installer.uninstall(python, ["oecprobe"], log, "removing the probe")
     assert subprocess.run([python, "-c", "import oecprobe"], capture_output=True).returncode != 0
