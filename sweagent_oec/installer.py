@@ -176,26 +176,26 @@ def make_venv(path: Path, log_path: Path) -> None:
         run_logged([sys.executable, "-m", "venv", path], log_path, f"making the venv {path}")
 
 
-def install(python: Path | str, requirements: list[str], log_path: Path, what: str) -> None:
-    """`pip install requirements` into the venv of `python`, by uv when uv can do it as pip would."""
+def install(python: Path | str, requirements: list[str], log_path: Path, what: str, exclude: tuple[str, ...] = ()) -> None:
+    """`pip install requirements` into the venv of `python`, by uv when uv can do it as pip would. Packages in
+    `exclude` (dependencies the resolver adds that must not be there) are left out of the resolution by uv (never
+    downloaded, unpacked or compiled) and uninstalled after the install by pip."""
     plan = _uv_plan(log_path)
     if plan:
         uv, args, env = plan
+        excludes = []
+        if exclude:
+            excludes_file = log_path.with_name(log_path.name + ".excludes.txt")
+            excludes_file.write_text("".join(f"{name}\n" for name in exclude))
+            excludes = ["--excludes", excludes_file]
         # Bytecode compiled at install, as pip does (uv's default is not to): where PYTHONDONTWRITEBYTECODE is set
         # (this machine) nothing is ever compiled later, and vLLM's server took 90 s to start instead of 53.
-        run_logged([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", python, *args, *requirements],
-                   log_path, what, env=env)
+        run_logged([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", python, *args, *excludes,
+                    *requirements], log_path, what, env=env)
     else:
         run_logged([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *requirements], log_path, what)
-
-
-def uninstall(python: Path | str, names: list[str], log_path: Path, what: str) -> None:
-    """Remove `names` from the venv of `python` (those not installed are skipped)."""
-    plan = _uv_plan(log_path)
-    if plan:
-        run_logged([plan[0], "pip", "uninstall", "--quiet", "--python", python, *names], log_path, what, env=plan[2])
-    else:
-        run_logged([python, "-m", "pip", "uninstall", "-y", "-q", *names], log_path, what)
+        if exclude:
+            run_logged([python, "-m", "pip", "uninstall", "-y", "-q", *exclude], log_path, f"removing {', '.join(exclude)}")
 
 
 def main(argv: list[str]) -> int:

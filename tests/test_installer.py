@@ -50,13 +50,14 @@ def test_a_setting_uv_cannot_honour_leaves_the_install_to_pip():
     assert env == {"SSL_CERT_FILE": "/etc/ca.pem"}
 
 
-def _wheel(folder: Path, name: str, version: str) -> Path:
-    """A pure-Python wheel of one module `name` whose VERSION is `version`."""
+def _wheel(folder: Path, name: str, version: str, requires: str = "") -> Path:
+    """A pure-Python wheel of one module `name` whose VERSION is `version` (depending on `requires`, if given)."""
     dist = f"{name}-{version}"
     path = folder / f"{dist}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(f"{name}.py", f"VERSION = {version!r}\n")
-        z.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        z.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                   + (f"Requires-Dist: {requires}\n" if requires else ""))
         z.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr(f"{dist}.dist-info/RECORD", "")
     return path
@@ -69,7 +70,8 @@ def test_install_honours_pip_settings_by_uv_and_by_pip(tool, monkeypatch, tmp_pa
     global_dir, install_dir = tmp_path / "global", tmp_path / "install"
     global_dir.mkdir(), install_dir.mkdir()
     _wheel(global_dir, "oecprobe", "3.0")
-    _wheel(install_dir, "oecprobe", "2.0")
+    _wheel(install_dir, "oecprobe", "2.0", requires="oecextra")
+    _wheel(install_dir, "oecextra", "1.0")  # a dependency the install must leave out (as vLLM's CUDA extras)
     _pip_env(monkeypatch, tmp_path, f"[global]\nno-index = true\nfind-links = {global_dir}\n"
              f"[install]\nfind-links = {install_dir}\n")
     monkeypatch.setenv("OEC_CACHE_DIR", str(tmp_path / "cache"))
@@ -85,14 +87,15 @@ def test_install_honours_pip_settings_by_uv_and_by_pip(tool, monkeypatch, tmp_pa
     installer.make_venv(tmp_path / "venv", log)
     python = tmp_path / "venv" / "bin" / "python"
     assert ("uv venv" in log.read_text()) == (tool == "uv")
-    installer.install(python, ["oecprobe"], log, "installing the probe")
+    installer.install(python, ["oecprobe"], log, "installing the probe", exclude=("oecextra",))
     out = subprocess.run([python, "-c", "import oecprobe; print(oecprobe.VERSION)"], capture_output=True, text=True)
     assert out.stdout.strip() == "2.0"
     # Compiled at install by both (imports read bytecode even where PYTHONDONTWRITEBYTECODE forbids writing it later).
     assert list(python.parent.parent.glob("lib/python*/site-packages/__pycache__/oecprobe.*.pyc"))
     assert ("uv pip install" in log.read_text()) == (tool == "uv")
-    installer.uninstall(python, ["oecprobe"], log, "removing the probe")
-    assert subprocess.run([python, "-c", "import oecprobe"], capture_output=True).returncode != 0
+    assert subprocess.run([python, "-c", "import oecextra"], capture_output=True).returncode != 0
+    # uv never fetches an excluded package; pip installs it, then it is removed.
+    assert ("--excludes" in log.read_text()) == (tool == "uv")
 
 
 def test_a_failed_install_is_one_line_naming_its_log(monkeypatch, tmp_path):

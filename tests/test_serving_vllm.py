@@ -71,7 +71,7 @@ def _fake_vllm_install(monkeypatch, tmp_path, server_module: str) -> None:
     def make_venv(path, log_path):
         venv_module.create(path, with_pip=False)
 
-    def install(python, requirements, log_path, what):
+    def install(python, requirements, log_path, what, exclude=()):
         site = next(Path(python).parent.parent.glob("lib/python*/site-packages"))
         package = site / "vllm" / "entrypoints" / "openai"
         package.mkdir(parents=True)
@@ -81,7 +81,6 @@ def _fake_vllm_install(monkeypatch, tmp_path, server_module: str) -> None:
 
     monkeypatch.setattr(installer, "make_venv", make_venv)
     monkeypatch.setattr(installer, "install", install)
-    monkeypatch.setattr(installer, "uninstall", lambda *args: None)
 
 
 def test_a_fresh_vllm_venv_is_checked_beside_the_callers_work_and_stamped_after(tmp_path, monkeypatch):
