@@ -148,8 +148,9 @@ def uv_binary(log_path: Path) -> Path | None:
     return uv
 
 
-def _uv_plan(log_path: Path) -> tuple[Path, list[str], dict[str, str]] | None:
-    """(uv, its index arguments, its environment) when uv can install as pip would here; else None."""
+def uv_plan(log_path: Path) -> tuple[Path, list[str], dict[str, str]] | None:
+    """(uv, its index arguments, its environment) when uv can install as pip would here; else None (pip installs).
+    Decided once per venv and handed to `make_venv` and `install`: a venv uv made has no pip in it."""
     uv = uv_binary(log_path)
     if uv is None:
         return None
@@ -165,10 +166,9 @@ def _uv_plan(log_path: Path) -> tuple[Path, list[str], dict[str, str]] | None:
     return uv, args, {**os.environ, **env, "UV_PYTHON_DOWNLOADS": "never"}
 
 
-def make_venv(path: Path, log_path: Path) -> None:
-    """A venv of this interpreter at `path`: by uv (no pip inside: uv installs into it) or, where uv cannot
+def make_venv(path: Path, log_path: Path, plan) -> None:
+    """A venv of this interpreter at `path`: by uv (`plan`; no pip inside: uv installs into it) or, where uv cannot
     install, by `venv` with pip (seconds on a busy machine: ensurepip unpacks and compiles pip)."""
-    plan = _uv_plan(log_path)
     if plan:
         run_logged([plan[0], "venv", "--quiet", "--python", sys.executable, path], log_path, f"making the venv {path}",
                    env=plan[2])
@@ -176,11 +176,11 @@ def make_venv(path: Path, log_path: Path) -> None:
         run_logged([sys.executable, "-m", "venv", path], log_path, f"making the venv {path}")
 
 
-def install(python: Path | str, requirements: list[str], log_path: Path, what: str, exclude: tuple[str, ...] = ()) -> None:
-    """`pip install requirements` into the venv of `python`, by uv when uv can do it as pip would. Packages in
-    `exclude` (dependencies the resolver adds that must not be there) are left out of the resolution by uv (never
-    downloaded, unpacked or compiled) and uninstalled after the install by pip."""
-    plan = _uv_plan(log_path)
+def install(python: Path | str, requirements: list[str], log_path: Path, what: str, plan,
+            exclude: tuple[str, ...] = ()) -> None:
+    """`pip install requirements` into the venv of `python`, by uv when `plan` (`uv_plan`) says uv can do it as pip
+    would, else by pip. Packages in `exclude` (dependencies the resolver adds that must not be there) are left out
+    of the resolution by uv (never downloaded, unpacked or compiled) and uninstalled after the install by pip."""
     if plan:
         uv, args, env = plan
         excludes = []
@@ -211,7 +211,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     log_path = args.log or cache_dir() / "install.log"
     try:
-        install(args.python, args.requirements, log_path, f"installing {' '.join(args.requirements)}")
+        install(args.python, args.requirements, log_path, f"installing {' '.join(args.requirements)}", uv_plan(log_path))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -120,8 +120,9 @@ def vllm_venv_ready(install: bool = True, log_path: Path | None = None):
             return
         print(f"[serving] installing {VLLM_PIN} into {venv} (once; log {log_path})", file=sys.stderr, flush=True)
         shutil.rmtree(venv, ignore_errors=True)  # a half-made venv from a killed run
-        installer.make_venv(venv, log_path)
-        installer.install(python, [VLLM_PIN, GEMMA_PIN, *GGUF_PINS.split()], log_path, f"installing {VLLM_PIN}",
+        plan = installer.uv_plan(log_path)
+        installer.make_venv(venv, log_path, plan)
+        installer.install(python, [VLLM_PIN, GEMMA_PIN, *GGUF_PINS.split()], log_path, f"installing {VLLM_PIN}", plan,
                           exclude=VLLM_UNUSED)
         check_log = log_path.with_name(log_path.name + ".check")
         with open(check_log, "wb") as out:

@@ -84,10 +84,12 @@ def test_install_honours_pip_settings_by_uv_and_by_pip(tool, monkeypatch, tmp_pa
             pytest.skip("uv could not be installed here (no registry)")
         monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "pip.conf"))
     log = tmp_path / "install.log"
-    installer.make_venv(tmp_path / "venv", log)
+    plan = installer.uv_plan(log)
+    assert (plan is not None) == (tool == "uv")
+    installer.make_venv(tmp_path / "venv", log, plan)
     python = tmp_path / "venv" / "bin" / "python"
     assert ("uv venv" in log.read_text()) == (tool == "uv")
-    installer.install(python, ["oecprobe"], log, "installing the probe", exclude=("oecextra",))
+    installer.install(python, ["oecprobe"], log, "installing the probe", plan, exclude=("oecextra",))
     out = subprocess.run([python, "-c", "import oecprobe; print(oecprobe.VERSION)"], capture_output=True, text=True)
     assert out.stdout.strip() == "2.0"
     # Compiled at install by both (imports read bytecode even where PYTHONDONTWRITEBYTECODE forbids writing it later).
@@ -103,7 +105,8 @@ def test_a_failed_install_is_one_line_naming_its_log(monkeypatch, tmp_path):
     monkeypatch.setenv("OEC_NO_UV", "1")
     venv.create(tmp_path / "venv", with_pip=True)
     with pytest.raises(UserError) as e:
-        installer.install(tmp_path / "venv" / "bin" / "python", ["oecprobe-does-not-exist"], tmp_path / "i.log", "installing it")
+        installer.install(tmp_path / "venv" / "bin" / "python", ["oecprobe-does-not-exist"], tmp_path / "i.log", "installing it",
+                          installer.uv_plan(tmp_path / "i.log"))
     assert "installing it failed" in str(e.value) and str(tmp_path / "i.log") in str(e.value) and "\n" not in str(e.value)
 
 

@@ -68,10 +68,10 @@ def _fake_vllm_install(monkeypatch, tmp_path, server_module: str) -> None:
 
     monkeypatch.setenv("OEC_CACHE_DIR", str(tmp_path / "cache"))
 
-    def make_venv(path, log_path):
+    def make_venv(path, log_path, plan):
         venv_module.create(path, with_pip=False)
 
-    def install(python, requirements, log_path, what, exclude=()):
+    def install(python, requirements, log_path, what, plan, exclude=()):
         site = next(Path(python).parent.parent.glob("lib/python*/site-packages"))
         package = site / "vllm" / "entrypoints" / "openai"
         package.mkdir(parents=True)
@@ -79,6 +79,7 @@ def _fake_vllm_install(monkeypatch, tmp_path, server_module: str) -> None:
             (folder / "__init__.py").write_text("")
         (package / "api_server.py").write_text(server_module)
 
+    monkeypatch.setattr(installer, "uv_plan", lambda log_path: None)
     monkeypatch.setattr(installer, "make_venv", make_venv)
     monkeypatch.setattr(installer, "install", install)
 
