@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from sweagent_oec.errors import UserError
+from sweagent_oec.secrets import redact
 
 UV_PIN = "uv==0.13.9"
 # pip settings that change only how pip talks, prints or finds its config: nothing to hand to uv.
@@ -48,7 +49,8 @@ def run_logged(command: list, log_path: Path, what: str, env: dict | None = None
     """Run a setup step with its output appended to `log_path`; a failure is one line with the log's tail."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        log.write(f"$ {' '.join(map(str, command))}\n".encode())
+        # Index URLs from pip's settings may carry credentials (https://user:token@host): never into the log.
+        log.write(f"$ {' '.join(redact(list(map(str, command))))}\n".encode())
         log.flush()
         started = time.monotonic()
         rc = subprocess.run(list(map(str, command)), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

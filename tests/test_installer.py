@@ -118,3 +118,13 @@ def test_no_uv_without_a_pip_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setattr(installer.sys, "executable", str(tmp_path / "bare" / "bin" / "python"))
     assert installer.uv_binary(tmp_path / "uv.log") is None
     assert not (tmp_path / "cache" / installer.UV_PIN.replace("==", "-") / ".oec-installed").exists()
+
+
+def test_index_credentials_never_reach_the_log(tmp_path):
+    """pip's settings may name an index as https://user:token@host; the command line logged for every setup step
+    (the main job's server log, vLLM's install log) shows the URL without its token."""
+    args, _ = installer.uv_command({"index-url": "https://alice:s3cr3t-t0ken-value@pypi.corp.example/simple"})
+    log = tmp_path / "setup.log"
+    installer.run_logged([sys.executable, "-c", "pass", *args], log, "a step")
+    text = log.read_text()
+    assert "s3cr3t-t0ken-value" not in text and "https://alice:***@pypi.corp.example/simple" in text
